@@ -1,0 +1,225 @@
+"""Vega-Lite chart specifications built from query results.
+
+The same plain-dict specifications are drawn by Streamlit (``st.vega_lite_chart``) and
+embedded in the static report, so the dashboard and ``bench report`` show identical charts.
+No Altair needed: the specs are small and explicit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from harness.results import MetricDef
+
+VEGA_LITE_VERSION = "6.4"  # the major version Streamlit 1.67 draws with
+VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
+BYTE_UNITS = frozenset({"bytes", "byte", "B"})
+FADED_OPACITY = 0.3
+
+
+def display_unit(unit: str) -> tuple[str, float]:
+    """The unit a chart shows a metric in, and the factor from the stored unit.
+
+    Bytes are shown in MiB (2**20 bytes) and seconds in milliseconds; other units as stored.
+
+    Args:
+        unit: Unit stored with the metric (``bytes``, ``s``, ``tok/s``, ``J/token``...).
+
+    Returns:
+        (display unit, factor): display value = stored value × factor.
+    """
+    if unit in BYTE_UNITS:
+        return "MiB", 1.0 / 2**20
+    if unit == "s":
+        return "ms", 1e3
+    return unit, 1.0
+
+
+def format_value(
+    value: float | None, unit: str, low: float | None = None, high: float | None = None
+) -> str:
+    """A value in its display unit with its confidence interval, e.g. ``12.3 ms [12.1, 12.6]``.
+
+    Args:
+        value: Stored value, or None/NaN when unmeasured.
+        unit: Stored unit.
+        low: Lower bound of the 95% confidence interval, stored unit.
+        high: Upper bound, stored unit.
+    """
+    if value is None or _isnan(value):
+        return "—"
+    shown, factor = display_unit(unit)
+    text = f"{value * factor:.4g}"
+    if shown:
+        text += f" {shown}"
+    if low is not None and high is not None and not _isnan(low) and not _isnan(high):
+        text += f" [{low * factor:.4g}, {high * factor:.4g}]"
+    return text
+
+
+def axis_title(metric: str, defs: Mapping[str, MetricDef]) -> str:
+    """Axis title with display unit and direction, e.g. ``latency.tpot_s (ms, lower is better)``."""
+    definition = defs[metric]
+    shown, _ = display_unit(definition.unit)
+    direction = "higher is better" if definition.higher_is_better else "lower is better"
+    return f"{metric} ({shown}, {direction})" if shown else f"{metric} ({direction})"
+
+
+def frontier_spec(
+    points: pd.DataFrame,
+    x: str,
+    y: str,
+    defs: Mapping[str, MetricDef],
+    facet: str | None = None,
+    title: str | None = None,
+    width: int = 520,
+    height: int = 340,
+    columns: int = 3,
+    facet_title: str | None = None,
+) -> dict[str, Any]:
+    """A Pareto frontier chart: every point coloured by technique family, dominated points
+    faded, the front joined by a line, 95% intervals as error bars.
+
+    Args:
+        points: Output of :func:`dashboard.queries.frontier_frame`.
+        x: Metric on the horizontal axis.
+        y: Metric on the vertical axis.
+        defs: Metric definitions (units and directions for the axis titles).
+        facet: Name of the facet column (``model``/``device``) or None for one panel.
+        title: Chart title; default ``"<y> vs <x>"``.
+        width: Width of one panel, px.
+        height: Height of one panel, px.
+        columns: Panels per row before wrapping.
+        facet_title: Title above the panels; default the facet column's name.
+
+    Returns:
+        A Vega-Lite v6 specification with its data inlined.
+    """
+    _, fx = display_unit(defs[x].unit)
+    _, fy = display_unit(defs[y].unit)
+    records = []
+    for row in points.itertuples(index=False):
+        record = {
+            "technique": row.technique,
+            "family": row.family,
+            "model": row.model,
+            "device": row.device,
+            "panel": row.panel,
+            "on_front": bool(row.on_front),
+            "front": "on the front" if row.on_front else "dominated",
+            "x": row.x * fx,
+            "y": row.y * fy,
+            "x_text": format_value(row.x, defs[x].unit, row.x_low, row.x_high),
+            "y_text": format_value(row.y, defs[y].unit, row.y_low, row.y_high),
+        }
+        for key, column, factor in (
+            ("x_low", row.x_low, fx),
+            ("x_high", row.x_high, fx),
+            ("y_low", row.y_low, fy),
+            ("y_high", row.y_high, fy),
+        ):
+            record[key] = None if _isnan(column) else column * factor
+        records.append(record)
+
+    x_enc = {
+        "field": "x",
+        "type": "quantitative",
+        "title": axis_title(x, defs),
+        "scale": {"zero": False},
+    }
+    y_enc = {
+        "field": "y",
+        "type": "quantitative",
+        "title": axis_title(y, defs),
+        "scale": {"zero": False},
+    }
+    tooltip = [
+        {"field": "technique", "title": "stack"},
+        {"field": "model"},
+        {"field": "device"},
+        {"field": "x_text", "title": x},
+        {"field": "y_text", "title": y},
+        {"field": "front", "title": "Pareto"},
+    ]
+    color = {
+        "field": "family",
+        "type": "nominal",
+        "title": "technique family",
+        "scale": {"scheme": "category10"},
+    }
+    layers: list[dict[str, Any]] = [
+        {
+            "transform": [{"filter": "datum.x_low != null && datum.x_high != null"}],
+            "mark": {"type": "rule", "opacity": 0.5},
+            "encoding": {
+                "x": {**x_enc, "field": "x_low"},
+                "x2": {"field": "x_high"},
+                "y": y_enc,
+                "color": color,
+            },
+        },
+        {
+            "transform": [{"filter": "datum.y_low != null && datum.y_high != null"}],
+            "mark": {"type": "rule", "opacity": 0.5},
+            "encoding": {
+                "y": {**y_enc, "field": "y_low"},
+                "y2": {"field": "y_high"},
+                "x": x_enc,
+                "color": color,
+            },
+        },
+        {
+            "transform": [{"filter": "datum.on_front"}],
+            "mark": {"type": "line", "color": "#444444", "strokeWidth": 1.5},
+            "encoding": {"x": x_enc, "y": y_enc, "order": {"field": "x", "type": "quantitative"}},
+        },
+        {
+            "mark": {"type": "point", "filled": True, "size": 110},
+            "encoding": {
+                "x": x_enc,
+                "y": y_enc,
+                "color": color,
+                "shape": {
+                    "field": "front",
+                    "type": "nominal",
+                    "title": "Pareto",
+                    "scale": {
+                        "domain": ["on the front", "dominated"],
+                        "range": ["circle", "triangle"],
+                    },
+                },
+                "opacity": {
+                    "condition": {"test": "datum.on_front", "value": 1.0},
+                    "value": FADED_OPACITY,
+                },
+                "tooltip": tooltip,
+            },
+        },
+    ]
+    spec: dict[str, Any] = {
+        "$schema": VEGA_LITE_SCHEMA,
+        "title": title or f"{y} vs {x}",
+        "data": {"values": records},
+    }
+    if facet:
+        spec["facet"] = {"field": "panel", "type": "nominal", "title": facet_title or facet}
+        spec["columns"] = columns
+        spec["spec"] = {"width": width, "height": height, "layer": layers}
+        spec["resolve"] = {"scale": {"x": "independent", "y": "independent"}}
+    else:
+        spec.update(width=width, height=height, layer=layers)
+    return spec
+
+
+def _isnan(value: Any) -> bool:
+    """True for None, NaN and pandas NA."""
+    if value is None or value is pd.NA:
+        return True
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,170 @@
+"""Terminal output: the progress of a run, the matrix of a suite, the results table."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Collection
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+from harness.results import CellResult
+
+if TYPE_CHECKING:
+    from harness.store import Store
+    from harness.suite import Suite
+
+# (metric, column title, scale, format): the key numbers of the terminal table.
+COLUMNS = (
+    ("latency.ttft_s", "TTFT ms", 1e3, "{:.1f}"),
+    ("latency.tpot_s", "TPOT ms", 1e3, "{:.2f}"),
+    ("throughput.decode_tok_s", "decode tok/s", 1, "{:.1f}"),
+    ("memory.peak_alloc_bytes", "peak MiB", 2**-20, "{:.1f}"),
+    ("memory.weights_bytes", "weights MiB", 2**-20, "{:.1f}"),
+    ("memory.kv_cache_bytes", "KV MiB", 2**-20, "{:.2f}"),
+    ("energy.j_per_token", "J/token", 1, "{:.3f}"),
+)
+
+# Off a terminal rich assumes 80 columns; a results table needs more to stay readable.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+class Progress:
+    """A progress bar with ETA on a terminal, plain lines otherwise; a line per cell."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.tty = sys.stdout.isatty()
+        self._bar: RichProgress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.tty:
+            self._bar = RichProgress(
+                TextColumn("[bold]cells"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} failed"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("cells", total=self.total, failed=0)
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(t, e, tb)
+
+    def update(self, result: CellResult, done: int, total: int) -> None:
+        tpot = next((v.value for v in result.values if v.name == "latency.tpot_s"), None)
+        detail = f"TPOT {tpot * 1e3:.2f} ms" if tpot is not None else (result.reason or "")
+        workload = _params(result.workload.get("params", {}))
+        line = (
+            f"[{done}/{total}] {result.status:<8} {result.technique}  {workload}  "
+            f"{detail}  ({result.duration_s:.1f} s)"
+        )
+        if self._bar is not None:
+            failed = self._bar.tasks[0].fields["failed"] + (result.status not in ("ok", "skipped"))
+            self._bar.update(self._task, completed=done, failed=failed)
+            self._bar.console.print(line, markup=False)
+        else:
+            print(line, flush=True)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def print_matrix(suite: Suite) -> None:
+    table = Table("#", "key", "model", "device", "technique", "workload", title=suite.name)
+    for i, cell in enumerate(suite.cells, start=1):
+        table.add_row(
+            str(i),
+            cell.key[:10],
+            cell.model.id,
+            cell.device,
+            cell.label,
+            f"{cell.workload.name} {_params(dict(cell.workload.params))}",
+        )
+    console.print(table)
+    console.print(f"{len(suite.cells)} cells. 'bench run {suite.path}' measures them.")
+
+
+def _fmt(row: Any, metric: str, scale: float, fmt: str) -> str:
+    value = row.get(metric)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    text = fmt.format(value * scale)
+    lo, hi = row.get(f"{metric}.ci_low"), row.get(f"{metric}.ci_high")
+    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)) and hi > lo:
+        text += f" ±{fmt.format((hi - lo) * scale / 2)}"
+    return text
+
+
+def _varying_params(labels: list[str]) -> list[str]:
+    """Shorten ``generate(a=1,b=2)`` labels to the parameters that differ between rows."""
+    parsed = [dict(re.findall(r"(\w+)=(\[[^\]]*\]|[^,()]+)", label)) for label in labels]
+    keys = [
+        k
+        for k in dict.fromkeys(k for p in parsed for k in p)
+        if len({p.get(k) for p in parsed}) > 1
+    ]
+    if not keys:
+        return labels
+    return [" ".join(f"{k}={p.get(k, '-')}" for k in keys) for p in parsed]
+
+
+def print_results(
+    store: Store,
+    *,
+    suite: str | None = None,
+    run_id: int | None = None,
+    keys: Collection[str] | None = None,
+) -> None:
+    """The results table: one row per cell, key metrics as median ± half the 95% CI."""
+    frame = store.cells_frame(run_id=run_id, suite=suite, with_ci=True)
+    if keys is not None:
+        frame = frame[frame["cell_key"].isin(list(keys))]
+    if frame.empty:
+        console.print("No results yet. Fill the database with: bench run suites/smoke.yaml")
+        return
+    shown = [c for c in COLUMNS if c[0] in frame.columns]
+    # Columns that are the same on every row go into the title instead.
+    fixed = [c for c in ("model", "device") if frame[c].nunique() == 1]
+    varying = [c for c in ("model", "device", "technique") if c not in fixed]
+    workloads = _varying_params(list(frame["workload"]))
+    title = " · ".join(str(frame[c].iloc[0]) for c in fixed)
+    table = Table(*varying, "workload", "status", *(c[1] for c in shown), title=title)
+    for i, row in enumerate(frame.to_dict("records")):
+        status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
+        table.add_row(
+            *(str(row[c]) for c in varying),
+            workloads[i],
+            status,
+            *(_fmt(row, c[0], c[2], c[3]) for c in shown),
+        )
+    console.print(table)
+    console.print(
+        "Numbers are medians over the measured repeats; ± is half the 95% confidence interval "
+        "of the median. Metric definitions: docs/metrics.md"
+    )
+
+
+def print_runs(store: Store) -> None:
+    frame = store.runs_frame()
+    if frame.empty:
+        console.print("No runs yet. Fill the database with: bench run suites/smoke.yaml")
+        return
+    table = Table(*map(str, frame.columns))
+    for row in frame.itertuples(index=False):
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)

@@ -1,0 +1,71 @@
+"""Records passed between the worker, the runner and the store.
+
+Frozen dataclasses with units in the names. ORM rows (harness.store) are separate classes
+with explicit conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "skipped", "oom", "oom_host", "timeout", "crashed", "error"]
+STATUSES: tuple[Status, ...] = ("ok", "skipped", "oom", "oom_host", "timeout", "crashed", "error")
+DONE_STATUSES: tuple[Status, ...] = ("ok", "skipped")
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """A registered metric: its name, unit and which direction is better.
+
+    Names are dotted and carry the unit: ``latency.ttft_s``, ``memory.kv_cache_bytes``.
+    """
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class Value:
+    """One measured metric of a cell.
+
+    ``value`` is None when nothing could measure it; ``reason`` then says why. For repeated
+    metrics ``value`` is the median of ``n`` repeats and ``ci_low``/``ci_high`` bound a 95%
+    confidence interval of the median.
+    """
+
+    name: str
+    value: float | None
+    unit: str
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 1
+    source: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a workload returns for one cell: its metric values and any extra output."""
+
+    values: tuple[Value, ...]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """The outcome of one cell, as stored: identity, status and metric values."""
+
+    key: str
+    model: str
+    device: str
+    technique: str  # readable label of the stack, e.g. "precision(dtype=bf16)"
+    stack: tuple[dict[str, Any], ...]  # [{"name": ..., "config": {...}}, ...]
+    workload: dict[str, Any]  # {"name": "generate", "params": {...}}
+    status: Status
+    reason: str | None
+    started_at: float  # unix time, s
+    duration_s: float
+    values: tuple[Value, ...] = ()

@@ -1,0 +1,502 @@
+"""The results store: writes cells as they finish, reads them back as DataFrames.
+
+One transaction per write (``BEGIN IMMEDIATE`` on SQLite, see :mod:`.connect`); the runner
+records each cell with its metrics atomically, so killing ``bench run`` loses at most the
+cell in flight. Reads return pandas DataFrames for ``bench results``, ``bench export`` and
+the dashboard. This module must not import torch: the dashboard imports it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, case, delete, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from harness.errors import StoreError
+from harness.results import DONE_STATUSES, STATUSES, CellResult, MetricDef, Value
+from harness.store.connect import READ_OPTION, first_line, open_engine, resolve_url
+from harness.store.frames import (
+    EXPORT_FORMATS,
+    RUN_COLUMNS,
+    ExportFormat,
+    cells_table,
+    write_frame,
+)
+from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run
+
+FAILED_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s not in DONE_STATUSES)
+MACHINE_REQUIRED: tuple[str, ...] = ("hostname", "cpu", "cpu_count", "ram_bytes")
+MACHINE_OPTIONAL: dict[str, Any] = {"gpu": None, "gpu_count": 0, "driver": None}
+_CHUNK = 500  # bound parameters per IN (...) clause; SQLite allows 32766
+T = TypeVar("T")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """The results database behind a SQLAlchemy engine.
+
+    Open it with :meth:`open`; it is also a context manager that closes itself.
+
+    Attributes:
+        url: The SQLAlchemy URL it was opened with (after resolving None and bare paths).
+        engine: The engine, for read-only queries of the dashboard.
+        read_only: Whether writes are refused.
+    """
+
+    url: str
+    engine: Engine
+    read_only: bool
+
+    def __init__(self, url: str, engine: Engine, where: str, *, read_only: bool) -> None:
+        """Wrap an engine prepared by :func:`harness.store.connect.open_engine`."""
+        self.url = url
+        self.engine = engine
+        self.read_only = read_only
+        self._where = where
+
+    @classmethod
+    def open(cls, url: str | None = None, *, read_only: bool = False) -> Store:
+        """Open (and unless ``read_only``, create or migrate) the results database.
+
+        Args:
+            url: A SQLAlchemy URL or a SQLite file path; None means ``$BENCH_DB``, else
+                ``sqlite:///results/bench.db`` relative to the working directory.
+            read_only: Open without writing anything; SQLite files open with
+                ``mode=ro``. The database must exist and be at this code's schema.
+
+        Raises:
+            StoreError: The database cannot be used; the message names it and the fix.
+        """
+        resolved = resolve_url(url)
+        engine, where = open_engine(resolved, read_only=read_only)
+        return cls(resolved, engine, where, read_only=read_only)
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"Store({self._where!r}, {mode})"
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
+        if self.read_only:
+            raise StoreError(
+                f"{self._where}: the results database is open read-only; "
+                "open it without read_only to write."
+            )
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except StoreError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"{self._where}: cannot write to the results database ({first_line(exc)}). "
+                "Check that it is reachable and writable, or pass --db with another path."
+            ) from exc
+
+    def _write_retrying(self, write: Callable[[Session], T]) -> T:
+        """Run an upsert in a write transaction, once more if it lost an insert race.
+
+        On PostgreSQL two writers may insert the same new unique row at once; the loser
+        gets an IntegrityError and its second attempt finds the winner's row. (SQLite's
+        ``BEGIN IMMEDIATE`` serializes writers, so there the race cannot happen.)
+        """
+        try:
+            with self._write() as session:
+                return write(session)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+        with self._write() as session:
+            return write(session)
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection whose transaction is a plain (deferred) read."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execution_options(**{READ_OPTION: True})
+                yield connection
+        except StoreError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"{self._where}: cannot read the results database ({first_line(exc)}). "
+                "Check that it is reachable, or pass --db with another path."
+            ) from exc
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def ensure_machine(self, fingerprint: str, info: Mapping[str, Any]) -> int:
+        """Insert or update the machine with this fingerprint.
+
+        Args:
+            fingerprint: Hardware fingerprint, at most 64 characters.
+            info: Machine columns: ``hostname``, ``cpu``, ``cpu_count``, ``ram_bytes``
+                (required), ``gpu``, ``gpu_count``, ``driver`` (optional).
+
+        Returns:
+            The machine id.
+        """
+        allowed = set(MACHINE_REQUIRED) | set(MACHINE_OPTIONAL)
+        unknown = sorted(set(info) - allowed)
+        missing = [key for key in MACHINE_REQUIRED if key not in info]
+        if unknown or missing:
+            problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
+            raise StoreError(
+                f"ensure_machine({fingerprint!r}): {problem}. "
+                f"Allowed: {', '.join(sorted(allowed))}; required: {', '.join(MACHINE_REQUIRED)}."
+            )
+        columns = {**MACHINE_OPTIONAL, **info}
+
+        def upsert(session: Session) -> int:
+            machine = session.scalar(select(Machine).where(Machine.fingerprint == fingerprint))
+            if machine is None:
+                machine = Machine(fingerprint=fingerprint, created_at=_now(), **columns)
+                session.add(machine)
+            else:
+                for key, value in columns.items():
+                    setattr(machine, key, value)
+            session.flush()
+            return machine.id
+
+        return self._write_retrying(upsert)
+
+    def start_run(
+        self,
+        *,
+        suite_name: str,
+        suite_path: str,
+        suite_hash: str,
+        machine_id: int,
+        harness_version: str,
+        git_commit: str | None,
+        environment: Mapping[str, Any],
+    ) -> int:
+        """Record the start of a run (``started_at`` = now, UTC) and return its id."""
+        with self._write() as session:
+            if session.get(Machine, machine_id) is None:
+                raise StoreError(
+                    f"{self._where}: no machine with id {machine_id}; call ensure_machine() first."
+                )
+            run = Run(
+                suite_name=suite_name,
+                suite_path=suite_path,
+                suite_hash=suite_hash,
+                machine_id=machine_id,
+                harness_version=harness_version,
+                git_commit=git_commit,
+                environment=dict(environment),
+                started_at=_now(),
+            )
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_run(self, run_id: int) -> None:
+        """Set the run's ``ended_at`` to now (UTC); a run without it was interrupted."""
+        with self._write() as session:
+            done = session.execute(
+                update(Run).where(Run.id == run_id).values(ended_at=_now()),
+                execution_options={"synchronize_session": False},
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                raise StoreError(f"{self._where}: no run with id {run_id}; see 'bench results'.")
+
+    def record(self, run_id: int, result: CellResult) -> int:
+        """Store one cell and all its metrics in one transaction.
+
+        A cell with the same key already in this run is replaced (deleted and inserted in
+        the same transaction), so a retried cell never appears twice.
+
+        Returns:
+            The new cell id.
+        """
+        if result.status not in STATUSES:
+            raise StoreError(
+                f"cell {result.key}: unknown status {result.status!r}. "
+                f"Allowed: {', '.join(STATUSES)}."
+            )
+        names = [value.name for value in result.values]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise StoreError(
+                f"cell {result.key}: metric {', '.join(duplicates)} reported more than once; "
+                "each metric name may appear once per cell."
+            )
+        with self._write() as session:
+            if session.get(Run, run_id) is None:
+                raise StoreError(f"{self._where}: no run with id {run_id}; call start_run() first.")
+            old = select(Cell.id).where(Cell.run_id == run_id, Cell.key == result.key)
+            quiet = {"synchronize_session": False}
+            # Explicit, so backends without enforced ON DELETE CASCADE behave the same.
+            session.execute(delete(Metric).where(Metric.cell_id.in_(old)), execution_options=quiet)
+            session.execute(
+                delete(Cell).where(Cell.run_id == run_id, Cell.key == result.key),
+                execution_options=quiet,
+            )
+            cell = Cell(
+                run_id=run_id,
+                key=result.key,
+                model=result.model,
+                device=result.device,
+                technique=result.technique,
+                stack=[dict(layer) for layer in result.stack],
+                workload=dict(result.workload),
+                status=result.status,
+                reason=result.reason,
+                started_at=datetime.fromtimestamp(result.started_at, tz=timezone.utc),
+                duration_s=result.duration_s,
+                metrics=[_metric_row(value) for value in result.values],
+            )
+            session.add(cell)
+            session.flush()
+            return cell.id
+
+    def save_metric_defs(self, defs: Iterable[MetricDef]) -> None:
+        """Insert or update metric definitions by name."""
+        rows = [
+            MetricDefRow(
+                name=d.name,
+                unit=d.unit,
+                higher_is_better=d.higher_is_better,
+                description=d.description,
+            )
+            for d in {d.name: d for d in defs}.values()
+        ]
+
+        def upsert(session: Session) -> None:
+            for row in rows:
+                session.merge(row)
+
+        self._write_retrying(upsert)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def done_keys(self, machine_id: int, keys: Collection[str]) -> set[str]:
+        """The keys among ``keys`` with an ``ok`` or ``skipped`` cell on this machine.
+
+        Any run counts, so a suite interrupted and run again resumes where it stopped.
+        """
+        wanted = sorted(set(keys))
+        done: set[str] = set()
+        with self._read() as connection:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                done.update(
+                    connection.scalars(
+                        select(Cell.key)
+                        .distinct()
+                        .join(Run, Cell.run_id == Run.id)
+                        .where(
+                            Run.machine_id == machine_id,
+                            Cell.status.in_(DONE_STATUSES),
+                            Cell.key.in_(chunk),
+                        )
+                    )
+                )
+        return done
+
+    def metric_defs(self) -> dict[str, MetricDef]:
+        """All stored metric definitions by name, sorted by name."""
+        with self._read() as connection:
+            rows = connection.execute(select(MetricDefRow.__table__).order_by(MetricDefRow.name))
+            return {
+                row.name: MetricDef(
+                    name=row.name,
+                    unit=row.unit,
+                    higher_is_better=bool(row.higher_is_better),
+                    description=row.description,
+                )
+                for row in rows
+            }
+
+    def runs_frame(self) -> pd.DataFrame:
+        """One row per run, oldest first.
+
+        Columns: ``id, suite_name, started_at, ended_at`` (UTC; ``ended_at`` NaT for an
+        interrupted or running run), ``cells`` (count), ``ok``, ``failed`` (cells whose
+        status is neither ok nor skipped), ``machine`` (hostname), ``gpu``.
+        """
+
+        def count(statuses: Collection[str]) -> Any:
+            return func.coalesce(func.sum(case((Cell.status.in_(statuses), 1), else_=0)), 0)
+
+        stmt = (
+            select(
+                Run.id,
+                Run.suite_name,
+                Run.started_at,
+                Run.ended_at,
+                func.count(Cell.id).label("cells"),
+                count(["ok"]).label("ok"),
+                count(FAILED_STATUSES).label("failed"),
+                Machine.hostname.label("machine"),
+                Machine.gpu,
+            )
+            .join(Machine, Run.machine_id == Machine.id)
+            .outerjoin(Cell, Cell.run_id == Run.id)
+            .group_by(
+                Run.id, Run.suite_name, Run.started_at, Run.ended_at, Machine.hostname, Machine.gpu
+            )
+            .order_by(Run.id)
+        )
+        with self._read() as connection:
+            rows = [tuple(row) for row in connection.execute(stmt)]
+        frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+        for column in ("started_at", "ended_at"):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        for column in ("id", "cells", "ok", "failed"):
+            frame[column] = frame[column].astype("int64")
+        return frame
+
+    def cells_frame(
+        self, *, run_id: int | None = None, suite: str | None = None, with_ci: bool = False
+    ) -> pd.DataFrame:
+        """One row per cell, then one column per metric holding its value.
+
+        Args:
+            run_id: Only this run's cells. Without it, the latest cell per (machine, cell
+                key) over all runs, so a suite resumed over several runs shows each cell
+                once.
+            suite: Only runs of the suite with this name.
+            with_ci: Add ``<metric>.ci_low`` and ``<metric>.ci_high`` after each metric.
+
+        Returns:
+            Columns ``run_id, suite, cell_key, model, device, technique, workload``
+            (:func:`workload_label`), ``status, reason``, then the metrics sorted by name;
+            rows ordered by run, then by insertion. Missing values are NaN.
+
+        Raises:
+            StoreError: ``run_id`` names no run.
+        """
+        if run_id is not None:
+            chosen = select(Cell.id).where(Cell.run_id == run_id)
+            if suite is not None:
+                chosen = chosen.join(Run, Cell.run_id == Run.id).where(Run.suite_name == suite)
+        else:
+            chosen = (
+                select(func.max(Cell.id))
+                .join(Run, Cell.run_id == Run.id)
+                .group_by(Run.machine_id, Cell.key)
+            )
+            if suite is not None:
+                chosen = chosen.where(Run.suite_name == suite)
+        cells_stmt = (
+            select(
+                Cell.id,
+                Cell.run_id,
+                Run.suite_name,
+                Cell.key,
+                Cell.model,
+                Cell.device,
+                Cell.technique,
+                Cell.workload,
+                Cell.status,
+                Cell.reason,
+            )
+            .join(Run, Cell.run_id == Run.id)
+            .where(Cell.id.in_(chosen.scalar_subquery()))
+            .order_by(Cell.run_id, Cell.id)
+        )
+        metrics_stmt = select(
+            Metric.cell_id, Metric.name, Metric.value, Metric.ci_low, Metric.ci_high
+        ).where(Metric.cell_id.in_(chosen.scalar_subquery()))
+        with self._read() as connection:
+            runs = select(func.count()).select_from(Run).where(Run.id == run_id)
+            if run_id is not None and connection.scalar(runs) == 0:
+                raise StoreError(
+                    f"{self._where}: no run with id {run_id}. 'bench results' lists the runs."
+                )
+            cells = [tuple(row) for row in connection.execute(cells_stmt)]
+            metrics = [tuple(row) for row in connection.execute(metrics_stmt)]
+        return cells_table(cells, metrics, with_ci=with_ci)
+
+    # -- export ---------------------------------------------------------------------------
+
+    def export(self, fmt: ExportFormat, path: str | Path, *, run_id: int | None = None) -> int:
+        """Write :meth:`cells_frame` (without CI columns) to a file.
+
+        The file is written beside the target under a temporary name and renamed into
+        place, so a failure never leaves a half-written file.
+
+        Args:
+            fmt: ``csv``, ``json`` (an array of one object per row; missing values are
+                null) or ``parquet``.
+            path: The file to write; its folder is created.
+            run_id: Only this run; else the latest cell per machine and key.
+
+        Returns:
+            The number of rows written.
+        """
+        if fmt not in EXPORT_FORMATS:
+            raise StoreError(
+                f"export: unknown format {fmt!r}. Allowed: {', '.join(EXPORT_FORMATS)}."
+            )
+        frame = self.cells_frame(run_id=run_id)
+        target = Path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temp_name = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+            )
+            os.close(handle)
+        except OSError as exc:
+            raise StoreError(
+                f"{target}: cannot write ({exc.strerror}). Pass another path."
+            ) from exc
+        temp = Path(temp_name)
+        try:
+            write_frame(frame, fmt, temp)
+            os.replace(temp, target)
+        except BaseException as exc:
+            temp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StoreError(
+                    f"{target}: cannot write ({exc.strerror or exc}). Pass another path."
+                ) from exc
+            raise
+        return len(frame)
+
+
+def _metric_row(value: Value) -> Metric:
+    number = value.value
+    reason = value.reason
+    if number is not None and math.isnan(number):
+        # SQLite turns NaN into NULL anyway; say so instead of losing it silently.
+        number, reason = None, reason or "value was NaN"
+    return Metric(
+        name=value.name,
+        value=number,
+        unit=value.unit,
+        ci_low=value.ci_low,
+        ci_high=value.ci_high,
+        n=value.n,
+        source=value.source,
+        reason=reason,
+    )

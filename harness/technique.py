@@ -1,0 +1,112 @@
+"""The technique contract: what a plugin implements to change *what runs*.
+
+A technique never times itself or reads memory counters; the harness owns measurement.
+It prepares the model (quantized, converted, placed) and what the workload needs to run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from harness.environment import Environment
+
+Kind = Literal["inference", "training"]
+
+
+class Config(BaseModel):
+    """Base of every technique's parameters. Unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Context:
+    """What a technique may look at while preparing a cell.
+
+    Attributes:
+        device: torch device string the cell runs on (``"cpu"``, ``"cuda:0"``).
+        model_id: the suite's model id.
+        tokenizer: the model's tokenizer.
+        workload: the cell's workload name and resolved parameters.
+        env: facts about this machine (devices, installed libraries).
+        state: scratch space a technique may fill in ``prepare`` and read in ``metrics``.
+    """
+
+    device: str
+    model_id: str
+    tokenizer: Any
+    workload: dict[str, Any]
+    env: Environment
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """The bundle a technique stack hands to the workload.
+
+    Attributes:
+        model: the model to run.
+        generate_kwargs: extra keyword arguments for ``model.generate`` (an assistant
+            model, prompt-lookup settings, ...).
+        make_cache: returns a fresh KV-cache object for one generation, or None for the
+            model's default cache.
+        optimizer_factory: builds the optimizer from the trainable parameters (training).
+        cleanup: callables run after the cell (remove hooks, free memory).
+    """
+
+    model: Any
+    generate_kwargs: dict[str, Any] = field(default_factory=dict)
+    make_cache: Callable[[], Any] | None = None
+    optimizer_factory: Callable[[Any], Any] | None = None
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+
+_ConfigBase = Config
+
+
+class Technique:
+    """Base class of every technique plugin.
+
+    Subclasses set ``name`` (the key in suites), ``kind``, a ``Config`` subclass, and
+    override ``prepare``; ``check`` and ``metrics`` are optional.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[frozenset[Kind]] = frozenset({"inference"})
+    Config: ClassVar[type[_ConfigBase]] = _ConfigBase
+    mutates_weights: ClassVar[bool] = False
+    incompatible_with: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: _ConfigBase) -> None:
+        self.config = config
+
+    def check(self, env: Environment) -> None:
+        """Raise ``Skip(reason)`` when this technique cannot run on ``env``."""
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        """Return what runs: the (possibly changed) model and the workload's extras.
+
+        ``prepared`` comes from the previous technique of the stack (or holds the loaded
+        model); a technique returns it updated or a new bundle.
+        """
+        return prepared
+
+    def metrics(self, ctx: Context) -> dict[str, float]:
+        """Technique-specific metrics after the cell ran (registered metric names)."""
+        return {}
+
+    @classmethod
+    def describe(cls, config: Mapping[str, Any]) -> str:
+        """Readable label such as ``precision(dtype=bfloat16)``; defaulted fields are left out."""
+        fields = cls.Config.model_fields
+        shown = {
+            k: v for k, v in config.items() if fields[k].is_required() or fields[k].default != v
+        }
+        if not shown:
+            return cls.name
+        return f"{cls.name}({','.join(f'{k}={v}' for k, v in shown.items())})"

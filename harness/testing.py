@@ -1,0 +1,79 @@
+"""Kit for plugin authors: run a technique on a real (tiny) model in-process.
+
+    from harness.testing import run_technique
+    result = run_technique({"my-method": {"ratio": 0.5}}, plugins=[my_plugin_module])
+    assert result.status == "ok"
+    assert result.value("memory.kv_cache_bytes") < baseline.value("memory.kv_cache_bytes")
+
+The default model is the built-in ``tiny-random-llama`` (seeded, a few MB, made on first
+use); pass ``model="smollm2-135m"`` for the real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.plugins import get_plugin_manager
+from harness.registry import Registry
+from harness.results import CellResult
+from harness.suite import suite_from_data
+from harness.worker import Worker
+
+StackSpec = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A cell's result with a convenience accessor for metric values."""
+
+    result: CellResult
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def reason(self) -> str | None:
+        return self.result.reason
+
+    def value(self, name: str) -> float | None:
+        for v in self.result.values:
+            if v.name == name:
+                return v.value
+        raise KeyError(f"no metric {name!r} in {[v.name for v in self.result.values]}")
+
+
+def registry_with(plugins: Iterable[object] = ()) -> Registry:
+    """The installed plugins plus ``plugins`` (modules or objects with hook implementations)."""
+    return Registry(get_plugin_manager(extra=tuple(plugins)))
+
+
+def run_technique(
+    stack: StackSpec = "baseline",
+    *,
+    model: str = "tiny-random-llama",
+    workload: Mapping[str, Any] | None = None,
+    accuracy: Sequence[Any] = (),
+    device: str = "cpu",
+    warmup: int = 0,
+    repeats: int = 1,
+    plugins: Iterable[object] = (),
+    worker: Worker | None = None,
+) -> TestResult:
+    """Run one cell (technique stack × workload) in this process and return its result."""
+    registry = worker.registry if worker else registry_with(plugins)
+    stack_list = [stack] if isinstance(stack, (str, Mapping)) else list(stack)
+    data = {
+        "name": "test",
+        "models": [model],
+        "devices": [device],
+        "workload": {"generate": dict(workload or {"prompt_tokens": 16, "new_tokens": 4})},
+        "techniques": [stack_list],
+        "accuracy": list(accuracy),
+        "policy": {"warmup": warmup, "repeats": repeats, "timeout_s": 600},
+    }
+    (cell,) = suite_from_data(data, registry, devices=[device]).cells
+    runner = worker or Worker(device, registry)
+    return TestResult(runner.run(cell))

@@ -1,0 +1,17 @@
+"""``baseline``: the unmodified model, the reference every technique is compared against."""
+
+from __future__ import annotations
+
+from harness import Technique, hookimpl
+
+
+class Baseline(Technique):
+    """Runs the model as loaded, with the workload's default cache and decoding."""
+
+    name = "baseline"
+    kind = frozenset({"inference", "training"})
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [Baseline]

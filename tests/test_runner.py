@@ -1,0 +1,124 @@
+"""The runner end to end on the tiny built-in model: statuses, timeouts, crashes, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = [sys.executable, "-m", "harness"]
+
+pytestmark = pytest.mark.slow
+
+SUITE = """\
+name: {name}
+models: [tiny-random-llama]
+devices: [cpu]
+workload:
+  generate: {{prompt_tokens: 8, new_tokens: 3, batch_size: [1, 2]}}
+techniques: {techniques}
+policy: {{warmup: 0, repeats: 2, timeout_s: {timeout}}}
+"""
+
+
+def suite_file(tmp_path: Path, techniques: str, timeout: float = 120, name: str = "t") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SUITE.format(name=name, techniques=techniques, timeout=timeout))
+    return path
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, env=os.environ)
+
+
+def statuses(db: str) -> dict[str, str]:
+    frame = Store.open(db, read_only=True).cells_frame()
+    return {f"{r.technique}/{r.workload}": r.status for r in frame.itertuples()}
+
+
+def test_failures_are_data_and_the_suite_goes_on(
+    tmp_path: Path, db_url: str, test_plugins: None
+) -> None:
+    suite = suite_file(
+        tmp_path, "[baseline, skippy, explode, crashy, 'sleepy: {seconds: 60}']", timeout=20
+    )
+    done = bench("run", str(suite), "--db", db_url)
+    assert done.returncode == 1, done.stderr
+    frame = Store.open(db_url, read_only=True).cells_frame()
+    by = frame.groupby("technique")["status"].agg(set).to_dict()
+    assert by == {
+        "baseline": {"ok"},
+        "skippy": {"skipped"},
+        "explode": {"error"},
+        "crashy": {"crashed"},
+        "sleepy(seconds=60.0)": {"timeout"},
+    }
+    reasons = frame.set_index("technique")["reason"].to_dict()
+    assert reasons["skippy"] == "needs hardware this test does not have"
+    assert reasons["explode"].startswith("RuntimeError: boom (bench_testplugins.py:")
+    assert reasons["crashy"] == "worker exited with code 3"
+    assert reasons["sleepy(seconds=60.0)"] == "cell ran longer than 20 s"
+    # Cells after the crash and the timeout ran on a restarted worker.
+    assert len(frame) == 10
+
+
+def test_resume_skips_finished_cells_and_rerun_forces(tmp_path: Path, db_url: str) -> None:
+    suite = suite_file(tmp_path, "[baseline]")
+    assert bench("run", str(suite), "--db", db_url).returncode == 0
+    again = bench("run", str(suite), "--db", db_url)
+    assert again.returncode == 0
+    assert "already have results" in again.stdout
+    store = Store.open(db_url, read_only=True)
+    assert len(store.runs_frame()) == 1
+    assert bench("run", str(suite), "--db", db_url, "--rerun").returncode == 0
+    assert len(store.runs_frame()) == 2
+
+
+def test_sigkill_mid_suite_then_resume_gives_one_result_per_cell(
+    tmp_path: Path, db_url: str, test_plugins: None
+) -> None:
+    suite = suite_file(
+        tmp_path, "[baseline, 'sleepy: {seconds: 2}', 'precision: {dtype: fp32}']", name="kill"
+    )
+    proc = subprocess.Popen(
+        [*BENCH, "run", str(suite), "--db", db_url],
+        env=os.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db_path = Path(db_url.removeprefix("sqlite:///"))
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until some, not all, cells are stored
+        if db_path.exists():
+            try:
+                n = len(Store.open(db_url, read_only=True).cells_frame())
+            except Exception:
+                n = 0
+            if n >= 2:
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(Store.open(db_url, read_only=True).cells_frame())
+    assert 2 <= partial < 6
+
+    done = bench("run", str(suite), "--db", db_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    store = Store.open(db_url, read_only=True)
+    frame = store.cells_frame()
+    assert len(frame) == 6 and set(frame["status"]) == {"ok"}
+    import sqlite3
+
+    rows = (
+        sqlite3.connect(db_path).execute("select key, count(*) from cells group by key").fetchall()
+    )
+    assert len(rows) == 6 and {count for _, count in rows} == {1}

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.errors import SuiteError
+from harness.suite import Policy, json_schema, load_suite, resolve_devices
+from harness.testing import registry_with
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def registry():  # type: ignore[no-untyped-def]
+    import bench_testplugins
+
+    return registry_with([bench_testplugins])
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """\
+name: t
+models: [smollm2-135m]
+workload:
+  generate: {prompt_tokens: [16, 32], new_tokens: 4, batch_size: [1, 2]}
+"""
+
+
+def test_inference_suite_expands_to_the_full_matrix(registry) -> None:  # type: ignore[no-untyped-def]
+    suite = load_suite(ROOT / "suites/inference.yaml", registry, devices=["cpu"])
+    # baseline + precision × {bf16, fp16}, × prompt_tokens {128, 512} × batch {1, 4}
+    assert len(suite.cells) == 3 * 2 * 2
+    labels = {c.label for c in suite.cells}
+    assert labels == {"baseline", "precision(dtype=bf16)", "precision(dtype=fp16)"}
+    assert len({c.key for c in suite.cells}) == 12
+
+
+def test_auto_device_picks_the_first_gpu() -> None:
+    assert resolve_devices(["auto"], ["cuda:0", "cuda:1", "cpu"]) == ["cuda:0"]
+    assert resolve_devices(["auto"], ["cpu"]) == ["cpu"]
+    assert resolve_devices(["all-gpus"], ["cuda:0", "cuda:1", "cpu"]) == ["cuda:0", "cuda:1"]
+
+
+def test_stack_params_expand_and_defaults_resolve(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    path = write(
+        tmp_path,
+        BASE + "techniques:\n  - precision: {dtype: [bf16, fp32]}\n  - precision: {dtype: bf16}\n",
+    )
+    suite = load_suite(path, registry, devices=["cpu"])
+    # The same resolved stack twice is one cell.
+    assert len(suite.cells) == 2 * 4
+    assert {c.stack[0].config["dtype"] for c in suite.cells} == {"bf16", "fp32"}
+
+
+def test_list_parameters_do_not_expand_but_lists_of_lists_do(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    flat = write(tmp_path, BASE + "techniques:\n  - listy: {modules: [a, b]}\n")
+    assert len(load_suite(flat, registry, devices=["cpu"]).cells) == 4
+    nested = write(
+        tmp_path, BASE + "techniques:\n  - listy: {modules: [[a], [b]], ratio: [0.1, 0.2]}\n"
+    )
+    cells = load_suite(nested, registry, devices=["cpu"]).cells
+    assert len(cells) == 4 * 4
+    assert {tuple(c.stack[0].config["modules"]) for c in cells} == {("a",), ("b",)}
+
+
+def test_exclude_removes_matching_cells(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    text = (
+        BASE
+        + "techniques: [baseline, precision: {dtype: bf16}]\n"
+        + "exclude:\n  - {technique: precision, batch_size: 2}\n"
+    )
+    cells = load_suite(write(tmp_path, text), registry, devices=["cpu"]).cells
+    assert len(cells) == 8 - 2
+    assert not any(
+        c.label == "precision(dtype=bf16)" and c.workload.params["batch_size"] == 2 for c in cells
+    )
+
+
+def test_stacks_combine_in_order(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    text = BASE + "techniques:\n  - [precision: {dtype: fp32}, listy: {ratio: 0.25}]\n"
+    cell = load_suite(write(tmp_path, text), registry, devices=["cpu"]).cells[0]
+    assert cell.label == "precision(dtype=fp32)+listy(ratio=0.25)"
+    assert [s.name for s in cell.stack] == ["precision", "listy"]
+
+
+def test_cell_key_is_stable_and_sensitive(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    path = write(tmp_path, BASE + "techniques: [baseline]\n")
+    a = load_suite(path, registry, devices=["cpu"]).cells
+    b = load_suite(path, registry, devices=["cpu"]).cells
+    assert [c.key for c in a] == [c.key for c in b]
+    c = load_suite(path, registry, devices=["cuda:0"]).cells
+    assert not {x.key for x in a} & {x.key for x in c}
+    more = write(tmp_path, BASE + "techniques: [baseline]\npolicy: {repeats: 9}\n")
+    assert not {x.key for x in a} & {
+        x.key for x in load_suite(more, registry, devices=["cpu"]).cells
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            BASE + "techniques: [int4]\n",
+            "suite.yaml:5: techniques[0]: unknown technique 'int4'. Installed:",
+        ),
+        (BASE + "techniques:\n  - precision: {dtype: int3}\n", "suite.yaml:6: 'precision': dtype:"),
+        (BASE + "techniques:\n  - precision: {bits: 4}\n", "Extra inputs are not permitted"),
+        (BASE + "policy: {repeats: 0}\n", "suite.yaml:5: policy.repeats: Input should be greater"),
+        (BASE + "colour: red\n", "suite.yaml:5: colour: Extra inputs"),
+        ("name: t\nmodels: [x\n", "malformed YAML"),
+        (BASE.replace("generate", "train"), "unknown workload 'train'"),
+        (BASE + "accuracy: [perplexity-typo]\n", "unknown accuracy task 'perplexity-typo'"),
+        (BASE + "devices: [tpu]\n", "unknown device 'tpu'"),
+        (BASE + "techniques: [baseline]\nexclude: [{batch_size: [1, 2]}]\n", "matrix is empty"),
+    ],
+)
+def test_bad_suites_name_the_place_and_the_fix(
+    tmp_path: Path, registry, text: str, expected: str
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SuiteError) as err:
+        load_suite(write(tmp_path, text), registry, devices=["cpu"])
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_default_policy() -> None:
+    assert Policy().model_dump() == {"warmup": 2, "repeats": 5, "timeout_s": 600}
+
+
+def test_committed_schema_is_current() -> None:
+    committed = json.loads((ROOT / "suites/schema.json").read_text())
+    assert committed == json_schema(), "regenerate with: bench schema -o suites/schema.json"
