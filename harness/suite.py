@@ -47,6 +47,19 @@ class Policy(_Strict):
     warmup: int = Field(2, ge=0, description="unmeasured runs before the measured ones")
     repeats: int = Field(5, ge=1, description="measured runs; medians and 95% CIs over them")
     timeout_s: float = Field(600, gt=0, description="a cell running longer is stopped")
+    min_energy_window_s: float = Field(
+        1.0,
+        ge=0,
+        description="where an energy meter exists, each timed window repeats the generation "
+        "until it lasts this long, s (energy counters update every ~100 ms)",
+    )
+    target_ci: float | None = Field(
+        None,
+        gt=0,
+        description="adaptive repeats: measure until the 95% CI half-width of TPOT is at most "
+        "this fraction of its median (e.g. 0.02), or max_repeats is reached",
+    )
+    max_repeats: int = Field(20, ge=1, description="most measured runs when target_ci is set")
 
 
 StackItem = str | dict[str, dict[str, Any] | None]
@@ -462,10 +475,22 @@ def cell_key(
         "workload": workload.as_dict(),
         "accuracy": [a.as_dict() for a in accuracy],
         "device": device.split(":")[0],
-        "policy": {"warmup": policy.warmup, "repeats": policy.repeats},
+        "policy": _policy_key(policy),
     }
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _policy_key(policy: Policy) -> dict[str, Any]:
+    """The policy fields that change a measurement; those added later enter only when they
+    differ from their defaults, so keys of earlier results stay valid."""
+    key: dict[str, Any] = {"warmup": policy.warmup, "repeats": policy.repeats}
+    if policy.min_energy_window_s != Policy.model_fields["min_energy_window_s"].default:
+        key["min_energy_window_s"] = policy.min_energy_window_s
+    if policy.target_ci is not None:
+        key["target_ci"] = policy.target_ci
+        key["max_repeats"] = policy.max_repeats
+    return key
 
 
 def json_schema() -> dict[str, Any]:

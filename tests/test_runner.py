@@ -48,7 +48,7 @@ def test_failures_are_data_and_the_suite_goes_on(
     tmp_path: Path, db_url: str, test_plugins: None
 ) -> None:
     suite = suite_file(
-        tmp_path, "[baseline, skippy, explode, crashy, 'sleepy: {seconds: 60}']", timeout=20
+        tmp_path, "[baseline, skippy, explode, crashy, {sleepy: {seconds: 90}}]", timeout=20
     )
     done = bench("run", str(suite), "--db", db_url)
     assert done.returncode == 1, done.stderr
@@ -59,13 +59,13 @@ def test_failures_are_data_and_the_suite_goes_on(
         "skippy": {"skipped"},
         "explode": {"error"},
         "crashy": {"crashed"},
-        "sleepy(seconds=60.0)": {"timeout"},
+        "sleepy(seconds=90.0)": {"timeout"},
     }
     reasons = frame.set_index("technique")["reason"].to_dict()
     assert reasons["skippy"] == "needs hardware this test does not have"
     assert reasons["explode"].startswith("RuntimeError: boom (bench_testplugins.py:")
     assert reasons["crashy"] == "worker exited with code 3"
-    assert reasons["sleepy(seconds=60.0)"] == "cell ran longer than 20 s"
+    assert reasons["sleepy(seconds=90.0)"] == "cell ran longer than 20 s"
     # Cells after the crash and the timeout ran on a restarted worker.
     assert len(frame) == 10
 
@@ -86,7 +86,7 @@ def test_sigkill_mid_suite_then_resume_gives_one_result_per_cell(
     tmp_path: Path, db_url: str, test_plugins: None
 ) -> None:
     suite = suite_file(
-        tmp_path, "[baseline, 'sleepy: {seconds: 2}', 'precision: {dtype: fp32}']", name="kill"
+        tmp_path, "[baseline, {sleepy: {seconds: 2}}, {precision: {dtype: fp32}}]", name="kill"
     )
     proc = subprocess.Popen(
         [*BENCH, "run", str(suite), "--db", db_url],

@@ -35,7 +35,7 @@ workload:
 
 def test_inference_suite_expands_to_the_full_matrix(registry) -> None:  # type: ignore[no-untyped-def]
     suite = load_suite(ROOT / "suites/inference.yaml", registry, devices=["cpu"])
-    # baseline + precision × {bf16, fp16}, × prompt_tokens {128, 512} × batch {1, 4}
+    # baseline + precision × {bf16, fp16}, × prompt_tokens {64, 256} × batch {1, 4}
     assert len(suite.cells) == 3 * 2 * 2
     labels = {c.label for c in suite.cells}
     assert labels == {"baseline", "precision(dtype=bf16)", "precision(dtype=fp16)"}

@@ -1,4 +1,4 @@
-"""Measurement back-ends behind the meter: memory peaks and energy counters.
+"""Measurement back-ends behind the meter: memory peaks and energy meters.
 
 A probe measures one window: ``start()`` before it, ``stop()`` after it, returning the
 window's values. Memory probes run only in the untimed memory window (some, like the
@@ -32,6 +32,7 @@ __all__ = [
     "PEAK_RSS_BYTES",
     "WINDOW_PEAK_BYTES",
     "Phase",
+    "is_energy_probe",
     "Probe",
     "register_metrics",
     "register_probes",
@@ -75,7 +76,8 @@ ENERGY_TOTAL_J = MetricDef(
     "energy.total_j",
     "J",
     higher_is_better=False,
-    description="Energy the GPU consumed during the window, from NVML's total-energy counter.",
+    description="Energy the device consumed during one run: NVML total-energy counter "
+    "(nvml-counter), NVML power polling (nvml-power) or CPU package+DRAM RAPL (rapl).",
 )
 BUILTIN_METRICS: tuple[MetricDef, ...] = (
     WINDOW_PEAK_BYTES,
@@ -132,14 +134,29 @@ class Probe(ABC):
         raise KeyError(f"probe {self.name!r} emits no metric {name!r}")
 
 
+def is_energy_probe(probe: Probe | type[Probe]) -> bool:
+    """Whether ``probe`` measures energy: a timing probe that emits ``energy.total_j``."""
+    return probe.phase == "timing" and ENERGY_TOTAL_J in probe.metrics
+
+
 @hookimpl
 def register_probes() -> list[type[Probe]]:
-    """The built-in probes: CPU allocator, RSS, CUDA allocator, NVML memory and energy."""
+    """The built-in probes: CPU allocator, RSS, CUDA allocator, NVML memory, and the
+    energy probes NVML counter, NVML power polling (GPUs without the counter) and RAPL."""
     from harness.probes.cpu import CpuAllocatorProbe, RssProbe
     from harness.probes.cuda import CudaAllocatorProbe
-    from harness.probes.nvml import NvmlEnergyProbe, NvmlMemoryProbe
+    from harness.probes.nvml import NvmlEnergyProbe, NvmlMemoryProbe, NvmlPowerProbe
+    from harness.probes.rapl import RaplProbe
 
-    return [CpuAllocatorProbe, RssProbe, CudaAllocatorProbe, NvmlMemoryProbe, NvmlEnergyProbe]
+    return [
+        CpuAllocatorProbe,
+        RssProbe,
+        CudaAllocatorProbe,
+        NvmlMemoryProbe,
+        NvmlEnergyProbe,
+        NvmlPowerProbe,
+        RaplProbe,
+    ]
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""NVML probes: device memory in use and the GPU's total-energy counter.
+"""NVML probes: device memory in use, the GPU's total-energy counter, power polling.
 
 The NVML module is injectable: each probe takes ``nvml=`` (default: the real ``pynvml``
 module from the nvidia-ml-py package, via ``load_nvml()``), so tests replay recorded
@@ -7,10 +7,12 @@ readings through ``ReplayNvml`` without a GPU.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
+import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 from harness.probes import DEVICE_USED_BYTES, ENERGY_TOTAL_J, Phase, Probe
@@ -32,6 +34,7 @@ class NvmlModule(Protocol):
     def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any: ...
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int: ...
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any: ...
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int: ...
 
 
 def load_nvml() -> NvmlModule:
@@ -252,93 +255,131 @@ class NvmlEnergyProbe(_NvmlProbe):
         return [self._value(ENERGY_TOTAL_J.name, delta_mj / 1000, self.source)]
 
 
-# ---------------------------------------------------------------- replay (tests, no GPU)
+#: Sampling interval of ``nvml-power``, s. NVML's power reading is refreshed by the driver
+#: every ~20-100 ms depending on the GPU, so sampling faster only repeats readings.
+POWER_INTERVAL_S = 0.02
 
 
-@dataclass(frozen=True)
-class ReplayMemoryInfo:
-    """What ``nvmlDeviceGetMemoryInfo`` returns, in bytes."""
-
-    total: int
-    free: int
-    used: int
-
-
-class ReplayNvml:
-    """A stand-in for ``pynvml`` that replays recorded readings, for tests without a GPU.
-
-    Each call to ``nvmlDeviceGetTotalEnergyConsumption`` returns the next value of
-    ``energy_mj`` and each call to ``nvmlDeviceGetMemoryInfo`` the next of
-    ``memory_used_bytes``; a probe's ``unavailable()`` makes one such call to check the
-    reading is supported, so a recording starts with that reading. Error classes are the
-    real ones from ``pynvml``, so the probes' error handling is exercised as on a GPU.
+def trapezoid_j(samples: Sequence[tuple[float, float]]) -> float:
+    """Energy of a power trace by the trapezoidal rule.
 
     Args:
-        energy_mj: Successive energy-counter readings, mJ.
-        memory_used_bytes: Successive device-memory readings, bytes.
-        memory_total_bytes: Device memory size reported with each reading, bytes.
-        device_count: GPUs NVML reports (indices 0..count-1).
-        uuids: UUIDs accepted by ``nvmlDeviceGetHandleByUUID``.
-        init_error: Name of the ``pynvml`` error class ``nvmlInit`` raises, e.g.
-            ``"NVMLError_LibraryNotFound"``; None to succeed.
-        energy_error: Name of the error class the energy counter raises, e.g.
-            ``"NVMLError_NotSupported"`` (a pre-Volta GPU); None to replay readings.
+        samples: (time s, power mW) pairs in time order; at least two.
+
+    Returns:
+        sum_i (p_i + p_{i+1}) / 2 × (t_{i+1} − t_i) / 1000, in joules.
+
+    Raises:
+        ValueError: fewer than two samples, or times going backwards.
     """
+    if len(samples) < 2:
+        raise ValueError(f"trapezoid_j() needs at least two samples, got {len(samples)}")
+    total_mj = 0.0
+    for (t0, p0), (t1, p1) in itertools.pairwise(samples):
+        if t1 < t0:
+            raise ValueError(f"power samples go back in time: {t0} s, then {t1} s")
+        total_mj += (p0 + p1) / 2 * (t1 - t0)
+    return total_mj / 1000
+
+
+class NvmlPowerProbe(_NvmlProbe):
+    """Energy over the window by polling NVML's power reading: the fallback for GPUs
+    without the total-energy counter (before Volta).
+
+    ``start()`` reads ``nvmlDeviceGetPowerUsage`` (mW) and starts a thread that reads it
+    again every ``interval_s`` (default ``POWER_INTERVAL_S``, 20 ms); ``stop()`` stops the
+    thread, reads once more and integrates the (time, power) samples with the trapezoidal
+    rule (``trapezoid_j``): E = Σ (p_i + p_{i+1}) / 2 · Δt_i, in joules. Times come from
+    ``clock`` (``time.perf_counter``).
+
+    Accuracy: the reading is whatever the driver last published. On many GPUs that is
+    an average over a trailing period (about 1 s on Ampere and newer), so changes within
+    the window are smeared and its first and last ~second are misattributed; windows of
+    several seconds (``policy.min_energy_window_s``) bound that error. Because the
+    counter is both more precise and cheaper, this probe declares itself unavailable
+    where ``nvmlDeviceGetTotalEnergyConsumption`` works: ``nvml-energy`` measures those
+    GPUs.
+    """
+
+    name: ClassVar[str] = "nvml-power"
+    phase: ClassVar[Phase] = "timing"
+    metrics: ClassVar[tuple[MetricDef, ...]] = (ENERGY_TOTAL_J,)
+    source: ClassVar[str] = "nvml-power"
+    no_gpu_reason: ClassVar[str] = "no NVIDIA GPU: power polling needs NVML"
 
     def __init__(
         self,
-        energy_mj: Sequence[int] = (),
-        memory_used_bytes: Sequence[int] = (),
+        device: str,
+        nvml: NvmlModule | None = None,
         *,
-        memory_total_bytes: int = 80 * 2**30,
-        device_count: int = 1,
-        uuids: Sequence[str] = (),
-        init_error: str | None = None,
-        energy_error: str | None = None,
+        interval_s: float = POWER_INTERVAL_S,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        real = load_nvml()
-        self.NVMLError: type[Exception] = real.NVMLError
-        self.NVMLError_LibraryNotFound: type[Exception] = real.NVMLError_LibraryNotFound
-        self.NVMLError_DriverNotLoaded: type[Exception] = real.NVMLError_DriverNotLoaded
-        self.NVMLError_NotSupported: type[Exception] = real.NVMLError_NotSupported
-        self._errors = real
-        self._energy_mj = list(energy_mj)
-        self._memory_used = list(memory_used_bytes)
-        self._memory_total = memory_total_bytes
-        self._device_count = device_count
-        self._uuids = tuple(uuids)
-        self._init_error = init_error
-        self._energy_error = energy_error
-        self.opened: list[int | str] = []  # the device indices / UUIDs asked for, in order
+        """Args:
+        device: Torch device string (``cuda:N``).
+        nvml: The NVML module to call; None loads ``pynvml`` when first needed.
+        interval_s: Seconds between two readings of the polling thread.
+        clock: Seconds since an arbitrary zero (tests pass a fake).
+        """
+        super().__init__(device, nvml)
+        self.interval_s = interval_s
+        self._clock = clock
+        self._samples: list[tuple[float, float]] = []
+        self._error: str | None = None
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def _raise(self, error_class: str) -> None:
-        raise getattr(self._errors, error_class)()
+    def _check(self, nvml: NvmlModule, handle: Any) -> None:
+        try:
+            nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        except nvml.NVMLError:
+            pass  # no counter: polling is the fallback
+        else:
+            raise _Unavailable(
+                f"{self.device} has NVML's total-energy counter, which nvml-energy reads; "
+                "power polling is only the fallback for GPUs without it"
+            )
+        try:
+            nvml.nvmlDeviceGetPowerUsage(handle)
+        except nvml.NVMLError as err:
+            raise _Unavailable(f"NVML power reading unsupported on {self.device}: {err}") from err
 
-    def nvmlInit(self) -> None:
-        if self._init_error is not None:
-            self._raise(self._init_error)
+    @property
+    def samples(self) -> list[tuple[float, float]]:
+        """The (time s, power mW) samples of the last window."""
+        return list(self._samples)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
-        if not 0 <= index < self._device_count:
-            self._raise("NVMLError_InvalidArgument")
-        self.opened.append(index)
-        return ("replay-gpu", index)
+    def _sample(self) -> None:
+        nvml, handle = self._ready()
+        power_mw = float(nvml.nvmlDeviceGetPowerUsage(handle))
+        self._samples.append((self._clock(), power_mw))
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any:
-        if uuid not in self._uuids:
-            self._raise("NVMLError_NotFound")
-        self.opened.append(uuid)
-        return ("replay-gpu", uuid)
+    def _poll(self) -> None:
+        while not self._halt.wait(self.interval_s):
+            try:
+                self._sample()
+            except Exception as err:  # recorded, reported by stop() as a null value
+                self._error = f"{type(err).__name__}: {err}"
+                return
 
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
-        if self._energy_error is not None:
-            self._raise(self._energy_error)
-        if not self._energy_mj:
-            raise IndexError("ReplayNvml: no recorded energy readings left")
-        return self._energy_mj.pop(0)
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("nvml-power: start() called twice without stop()")
+        self._samples = []
+        self._error = None
+        self._halt.clear()
+        self._sample()
+        self._thread = threading.Thread(target=self._poll, name="bench-nvml-power", daemon=True)
+        self._thread.start()
 
-    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> ReplayMemoryInfo:
-        if not self._memory_used:
-            raise IndexError("ReplayNvml: no recorded memory readings left")
-        used = self._memory_used.pop(0)
-        return ReplayMemoryInfo(total=self._memory_total, free=self._memory_total - used, used=used)
+    def stop(self) -> list[Value]:
+        thread = self._thread
+        if thread is None:
+            raise RuntimeError("nvml-power: stop() called without start()")
+        self._halt.set()
+        thread.join()
+        self._thread = None
+        if self._error is not None:
+            return self.null_values(f"NVML power polling failed on {self.device}: {self._error}")
+        self._sample()
+        return [self._value(ENERGY_TOTAL_J.name, trapezoid_j(self._samples), self.source)]

@@ -9,7 +9,8 @@ KV cache is counted from the cache object itself.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import Field
@@ -116,22 +117,19 @@ class Generate(Workload):
         timing_values: list[list[Value]] = []
         for _ in range(ctx.policy.repeats):
             stream = _TokenClock(ctx.device)
-            for pr in timing:
-                pr.start()
-            t0 = clock(ctx.device)
-            out = once(stream)
-            t1 = clock(ctx.device)
-            timing_values.append([v for pr in timing for v in pr.stop()])
+            with window(timing) as measured:
+                t0 = clock(ctx.device)
+                out = once(stream)
+                t1 = clock(ctx.device)
+            timing_values.append(measured)
             ttft.append(stream.stamps[0] - t0)
             e2e.append(t1 - t0)
             itl.extend(b - a for a, b in zip(stream.stamps, stream.stamps[1:], strict=False))
         tokens = out.sequences[:, ids.shape[1] :].tolist()
         del out
 
-        for pr in memory:
-            pr.start()
-        out = once()
-        memory_values = [v for pr in reversed(memory) for v in pr.stop()]
+        with window(memory) as memory_values:
+            out = once()
 
         values = _latency_values(ttft, e2e, itl, p)
         values += _energy_values(timing_values, ctx.probes, p)
@@ -145,6 +143,21 @@ class Generate(Workload):
             )
         )
         return Measurement(tuple(values), outputs={"tokens": tokens})
+
+
+@contextmanager
+def window(probes: Sequence[Probe]) -> Iterator[list[Value]]:
+    """Start ``probes``, run the body, stop them (always, in reverse order), collect values."""
+    values: list[Value] = []
+    started: list[Probe] = []
+    try:
+        for probe in probes:
+            probe.start()
+            started.append(probe)
+        yield values
+    finally:
+        for probe in reversed(started):
+            values.extend(probe.stop())
 
 
 def _latency_values(
