@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e ".[dev,dashboard]"
+	$(PY) -m pip install -q -e ".[dev,dashboard,quant,train,lmeval]"
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 

@@ -95,19 +95,94 @@ def check(suite: Path) -> None:
     spec = load_suite(suite, registry)
     for model in {c.model.id for c in spec.cells}:
         resolve_source(model, registry.model_sources).check(model)
+    _validate_models(spec, registry)
     click.echo(f"{suite}: ok, {len(spec.cells)} cells. 'bench run {suite}' measures them.")
+
+
+def _validate_models(spec: Any, registry: Any) -> None:
+    """Ask each technique whether its config fits each model (``Technique.validate_model``).
+
+    Models whose config.json cannot be read without loading or network are left to the
+    worker, where ``prepare`` makes the same check.
+    """
+    import json
+
+    from harness.errors import SuiteError
+
+    configs: dict[str, dict[str, Any] | None] = {}
+    done: set[tuple[str, str, str]] = set()
+    for cell in spec.cells:
+        model_id = cell.model.id
+        if model_id not in configs:
+            configs[model_id] = _model_config(model_id)
+        model_config = configs[model_id]
+        if model_config is None:
+            continue
+        for entry in cell.stack:
+            key = (
+                model_id,
+                entry.name,
+                json.dumps(dict(entry.config), sort_keys=True, default=str),
+            )
+            if key in done:
+                continue
+            done.add(key)
+            try:
+                registry.techniques[entry.name].validate_model(entry.config, model_config)
+            except BenchError as exc:
+                raise SuiteError(f"{spec.path}: model {model_id}: {exc}") from exc
+
+
+def _model_config(model_id: str) -> dict[str, Any] | None:
+    """A model's config.json as a dict, read from disk only: built-in cache, folder, hub cache."""
+    import json
+
+    from harness.assets import BUILTIN_MODELS, cache_dir
+
+    folder = Path(model_id).expanduser()
+    if model_id in BUILTIN_MODELS:
+        path: Path | None = cache_dir() / "models" / model_id / "config.json"
+    elif (folder / "config.json").is_file():
+        path = folder / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model_id, "config.json")
+        except ValueError:  # not a hub id
+            return None
+        path = Path(found) if isinstance(found, str) else None
+    if path is None or not path.is_file():
+        return None
+    config: dict[str, Any] = json.loads(path.read_text())
+    return config
 
 
 @cli.command()
 def plugins() -> None:
-    """List installed plugins, their versions and what each registers."""
+    """List installed plugins, their versions, what each registers, and technique options."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("plugin", "version", "kind", "name")
-    for row in _registry().registrations():
-        table.add_row(row.plugin, row.version, row.kind, row.name)
-    Console().print(table)
+    registry = _registry()
+    grouped: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for row in registry.registrations():
+        grouped.setdefault((row.plugin, row.version), {}).setdefault(row.kind, []).append(row.name)
+    table = Table("plugin", "version", "registers", title="plugins")
+    for (plugin, version), kinds in grouped.items():
+        parts = [f"{kind}s: {', '.join(names)}" for kind, names in kinds.items()]
+        table.add_row(plugin, version, "\n".join(parts))
+    options = Table("technique", "kind", "parameters", title="technique options")
+    for name, cls in sorted(registry.techniques.items()):
+        params = [
+            f"{field}: {str(info.annotation).replace('typing.', '')}"
+            + ("" if info.is_required() else f" = {info.get_default(call_default_factory=True)!r}")
+            for field, info in cls.Config.model_fields.items()
+        ]
+        options.add_row(name, ", ".join(sorted(cls.kind)), "\n".join(params) or "-")
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    console.print(options)
 
 
 @cli.command()
@@ -163,6 +238,15 @@ def report_cmd(db: str | None, run_id: int | None, output: Path | None) -> None:
 
     path = write_report(_resolve_url(db), output or Path("results/report.html"), run_id)
     click.echo(f"wrote {path}")
+
+
+@cli.command()
+def doctor() -> None:
+    """Show what this machine can measure: devices, probes (and why one cannot), libraries."""
+    from harness.doctor import diagnose, render
+    from harness.report import console
+
+    render(diagnose(_registry()), console)
 
 
 @cli.command()

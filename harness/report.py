@@ -146,6 +146,8 @@ def print_results(
     table = Table(*varying, "workload", "status", *(c[1] for c in shown), title=title)
     for i, row in enumerate(frame.to_dict("records")):
         status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
+        if row.get("stats.noisy") == 1.0:
+            status += " ~"
         table.add_row(
             *(str(row[c]) for c in varying),
             workloads[i],
@@ -155,7 +157,8 @@ def print_results(
     console.print(table)
     console.print(
         "Numbers are medians over the measured repeats; ± is half the 95% confidence interval "
-        "of the median. Metric definitions: docs/metrics.md"
+        "of the median; ~ after the status marks a noisy cell (TPOT's half-interval above 5% "
+        "of its median, or its CV above 0.1). Metric definitions: docs/metrics.md"
     )
 
 

@@ -56,6 +56,8 @@ class Prepared:
         make_cache: returns a fresh KV-cache object for one generation, or None for the
             model's default cache.
         optimizer_factory: builds the optimizer from the trainable parameters (training).
+        autocast_dtype: ``"bfloat16"`` or ``"float16"``: the training loop runs forward and
+            loss under ``torch.autocast`` of that dtype (float16 with a ``GradScaler``).
         cleanup: callables run after the cell (remove hooks, free memory).
     """
 
@@ -63,6 +65,7 @@ class Prepared:
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
     make_cache: Callable[[], Any] | None = None
     optimizer_factory: Callable[[Any], Any] | None = None
+    autocast_dtype: str | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -101,11 +104,21 @@ class Technique:
         return {}
 
     @classmethod
+    def validate_model(cls, config: Mapping[str, Any], model_config: Mapping[str, Any]) -> None:
+        """Raise ``BenchError`` (with the fix) when ``config`` cannot work on this model.
+
+        ``bench check`` calls it with the model's ``config.json`` as a dict when that file can
+        be read without loading the model; ``prepare`` should make the same check.
+        """
+
+    @classmethod
     def describe(cls, config: Mapping[str, Any]) -> str:
         """Readable label such as ``precision(dtype=bfloat16)``; defaulted fields are left out."""
         fields = cls.Config.model_fields
         shown = {
-            k: v for k, v in config.items() if fields[k].is_required() or fields[k].default != v
+            k: v
+            for k, v in config.items()
+            if fields[k].is_required() or fields[k].get_default(call_default_factory=True) != v
         }
         if not shown:
             return cls.name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import logging
 import os
 import signal
@@ -16,6 +17,8 @@ import sys
 import time
 import traceback
 import warnings
+import weakref
+from collections.abc import Iterator
 from functools import cache
 from multiprocessing.connection import Connection
 from typing import Any
@@ -26,7 +29,7 @@ from harness.footprint import module_bytes
 from harness.models import LoadedModel, resolve_source
 from harness.plugins import get_plugin_manager
 from harness.registry import Registry
-from harness.results import CellResult, Status, Value
+from harness.results import CellResult, Measurement, Status, Value
 from harness.suite import Cell, ModelSpec
 from harness.technique import Context, Prepared, Technique
 from harness.textsources import resolve_text_source
@@ -66,6 +69,10 @@ class Worker:
         self.env = Environment.detect(device)
         self.probes = [cls(device) for cls in self.registry.probes.values()]
         self._loaded: dict[ModelSpec, LoadedModel] = {}
+        self._references: dict[ModelSpec, _Reference] = {}
+        # Accuracy results per (model, device, stack, task): they do not depend on the
+        # measure workload's parameters, so the other workload variants of a stack reuse them.
+        self._accuracy: dict[tuple[str, ...], Measurement] = {}
 
     def load(self, spec: ModelSpec, *, fresh: bool = False) -> LoadedModel:
         """The model of ``spec``; a fresh copy when the stack will change its weights."""
@@ -135,13 +142,17 @@ class Worker:
             technique.check(self.env)
             techniques.append(technique)
 
-        mutates = any(t.mutates_weights for t in techniques)
+        # A workload that changes weights itself (training) also gets a fresh model.
+        workload_cls = self.registry.workloads[cell.workload.name]
+        mutates = any(t.mutates_weights for t in techniques) or getattr(
+            workload_cls, "mutates_weights", False
+        )
         loaded = self.load(cell.model, fresh=mutates)
         ctx = Context(
             device=cell.device,
             model_id=cell.model.id,
             tokenizer=loaded.tokenizer,
-            workload=cell.workload.as_dict(),
+            workload=_Watched(cell.workload.as_dict()),
             env=self.env,
         )
         prepared = Prepared(model=loaded.model)
@@ -162,14 +173,36 @@ class Worker:
             policy=cell.policy,
             probes=self.probes,
             text=self.text,
-            reference=lambda: self.load(cell.model).model,
+            reference=self._reference(cell.model, prepared.model),
         )
         values: dict[str, Value] = {}
+        technique_values: dict[str, Value] = {}
+        stack = json.dumps([s.as_dict() for s in cell.stack], sort_keys=True)
+        # A trained model, or a stack prepared from the workload's parameters (a KV budget as a
+        # share of prompt_tokens), differs per workload variant: no sharing then.
+        if getattr(self.registry.workloads[cell.workload.name], "mutates_weights", False) or (
+            getattr(ctx.workload, "read", True)
+        ):
+            stack += json.dumps(cell.workload.as_dict(), sort_keys=True)
         for task in (cell.workload, *cell.accuracy):
             cls = self.registry.workloads[task.name]
-            measurement = cls(cls.Params.model_validate(task.params)).run(prepared, wctx)
+            params = json.dumps(dict(task.params), sort_keys=True)
+            key = (cell.model.model_dump_json(), cell.device, stack, task.name, params)
+            measurement = self._accuracy.get(key) if cls.kind == "accuracy" else None
+            if measurement is None:
+                measurement = cls(cls.Params.model_validate(task.params)).run(prepared, wctx)
+                if cls.kind == "accuracy":
+                    self._accuracy[key] = measurement
             wctx.outputs[task.name] = measurement.outputs
             values.update((v.name, v) for v in measurement.values)
+            if cls.kind != "accuracy":
+                # Technique metrics describe the measured workload: read them before the
+                # accuracy tasks send more generations through the stack (counters, tallies).
+                technique_values = {
+                    name: Value(name, float(value), self._unit(name), source=technique.name)
+                    for technique in techniques
+                    for name, value in technique.metrics(ctx).items()
+                }
 
         weights = module_bytes(prepared.model)
         values["memory.weights_bytes"] = Value(
@@ -185,10 +218,7 @@ class Worker:
                 "bytes",
                 source=f"weights+{window.source}",
             )
-        for technique in techniques:
-            for name, value in technique.metrics(ctx).items():
-                unit = self.registry.metrics[name].unit if name in self.registry.metrics else ""
-                values[name] = Value(name, float(value), unit, source=technique.name)
+        values.update(technique_values)
         unknown = sorted(set(values) - set(self.registry.metrics))
         if unknown:
             raise BenchError(
@@ -196,6 +226,71 @@ class Worker:
                 "return a MetricDef for each from the plugin's register_metrics hook"
             )
         return tuple(values.values())
+
+    def _unit(self, name: str) -> str:
+        return self.registry.metrics[name].unit if name in self.registry.metrics else ""
+
+    def _reference(self, spec: ModelSpec, running: Any) -> _Reference:
+        """``WorkloadContext.reference`` for ``spec``: one object per spec, told what runs now."""
+        reference = self._references.setdefault(spec, _Reference(self, spec))
+        reference.running = weakref.ref(running)  # never keeps a cell's model alive
+        return reference
+
+
+class _Watched(dict[str, Any]):
+    """``Context.workload`` that remembers whether a technique looked at it."""
+
+    read = False
+
+    def __getitem__(self, key: str) -> Any:
+        self.read = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read = True
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read = True
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self.read = True
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self.read = True
+        return super().keys()
+
+    def values(self) -> Any:
+        self.read = True
+        return super().values()
+
+    def items(self) -> Any:
+        self.read = True
+        return super().items()
+
+
+class _Reference:
+    """Returns the unmodified model of one spec, never the object the current stack runs on.
+
+    A stack that changes weights runs on a fresh copy, so the loaded pristine model is
+    untouched and is returned. A stack that leaves weights alone runs on the pristine object
+    itself, possibly with hooks or a patched attention: then an independent copy is loaded
+    (not kept). The worker keeps one instance per spec, so accuracy tasks may key caches of
+    reference outputs on it (computed once per worker and spec).
+    """
+
+    def __init__(self, worker: Worker, spec: ModelSpec) -> None:
+        self.worker = worker
+        self.spec = spec
+        self.running: weakref.ref[Any] | None = None
+
+    def __call__(self) -> Any:
+        pristine = self.worker.load(self.spec).model
+        if self.running is None or pristine is not self.running():
+            return pristine
+        return self.worker.load(self.spec, fresh=True).model
 
 
 def _summary(exc: BaseException) -> str:

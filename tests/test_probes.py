@@ -18,10 +18,12 @@ from harness.probes.nvml import (
     NO_LIBRARY_REASON,
     NvmlEnergyProbe,
     NvmlMemoryProbe,
-    ReplayNvml,
+    NvmlPowerProbe,
     load_nvml,
     nvml_device_id,
+    trapezoid_j,
 )
+from harness.probes.replay import ReplayNvml
 from harness.results import Value
 
 MiB = 2**20
@@ -49,9 +51,18 @@ def test_hooks_register_every_builtin_probe_and_metric() -> None:
     metrics = [m for result in pm.hook.register_metrics() for m in result]
 
     names = [cls.name for cls in probes]
-    assert names == ["cpu-allocator", "rss", "cuda-allocator", "nvml-memory", "nvml-energy"]
-    assert {cls.name: cls.phase for cls in probes}["nvml-energy"] == "timing"
-    assert {cls.phase for cls in probes if cls.name != "nvml-energy"} == {"memory"}
+    assert names == [
+        "cpu-allocator",
+        "rss",
+        "cuda-allocator",
+        "nvml-memory",
+        "nvml-energy",
+        "nvml-power",
+        "rapl",
+    ]
+    energy = {"nvml-energy", "nvml-power", "rapl"}
+    assert {cls.name for cls in probes if harness.probes.is_energy_probe(cls)} == energy
+    assert {cls.phase for cls in probes if cls.name not in energy} == {"memory"}
 
     by_name = {m.name: m for m in metrics}
     assert len(by_name) == len(metrics)  # no duplicates
@@ -81,7 +92,7 @@ def test_availability_on_this_cpu_machine() -> None:
         cls.name for cls in harness.probes.register_probes() if not cls("cpu").unavailable()
     }
     assert {"cpu-allocator", "rss"} <= available
-    assert not {"cuda-allocator", "nvml-memory", "nvml-energy"} & available
+    assert not {"cuda-allocator", "nvml-memory", "nvml-energy", "nvml-power"} & available
 
 
 def test_null_values_carry_reason_and_units() -> None:
@@ -97,7 +108,7 @@ def test_importing_probes_loads_neither_torch_nor_nvml() -> None:
     code = (
         "import sys, harness; pre = {'torch', 'pynvml'} & set(sys.modules); "
         "import harness.probes as p; import harness.probes.cpu, harness.probes.cuda, "
-        "harness.probes.nvml; p.register_metrics(); "
+        "harness.probes.nvml, harness.probes.rapl, harness.probes.replay; p.register_metrics(); "
         "print(sorted(({'torch', 'pynvml'} & set(sys.modules)) - pre))"
     )
     out = subprocess.run(
@@ -312,6 +323,106 @@ def test_energy_unavailable_reasons_from_replayed_errors() -> None:
     assert pre_volta.unavailable() == (
         "cuda:0 has no NVML total-energy counter (needs a Volta or newer GPU)"
     )
+
+
+@pytest.mark.parametrize(
+    ("samples", "joules"),
+    [
+        ([(0.0, 1000.0), (1.0, 1000.0)], 1.0),  # 1 W for 1 s
+        ([(0.0, 0.0), (2.0, 4000.0)], 4.0),  # a ramp 0 → 4 W over 2 s
+        # 75 J + 75 J + 400 J
+        ([(10.0, 100_000.0), (10.5, 200_000.0), (11.0, 100_000.0), (13.0, 300_000.0)], 550.0),
+        ([(0.0, 5000.0), (0.0, 9000.0), (1.0, 9000.0)], 9.0),  # equal times add nothing
+    ],
+)
+def test_trapezoid_j(samples: list[tuple[float, float]], joules: float) -> None:
+    assert trapezoid_j(samples) == joules
+
+
+def test_trapezoid_j_rejects_bad_traces() -> None:
+    with pytest.raises(ValueError, match="at least two samples"):
+        trapezoid_j([(0.0, 1.0)])
+    with pytest.raises(ValueError, match="back in time"):
+        trapezoid_j([(1.0, 1.0), (0.5, 1.0)])
+
+
+class _Ticks:
+    """A clock reading successive scripted times, s."""
+
+    def __init__(self, times: list[float]) -> None:
+        self.times = list(times)
+
+    def __call__(self) -> float:
+        return self.times.pop(0)
+
+
+def test_power_polling_integrates_replayed_samples_exactly() -> None:
+    # A pre-Volta GPU: no energy counter. unavailable() reads the power once to check it;
+    # start() and stop() read it at t = 0 s and t = 2 s; the polling thread sleeps an hour.
+    fake = ReplayNvml(energy_error="NVMLError_NotSupported", power_mw=[70_000, 60_000, 90_000])
+    probe = NvmlPowerProbe("cuda:0", nvml=fake, interval_s=3600, clock=_Ticks([0.0, 2.0]))
+    assert probe.phase == "timing"
+    assert probe.unavailable() is None
+    probe.start()
+    (value,) = probe.stop()
+    assert value == Value("energy.total_j", 150.0, "J", n=1, source="nvml-power")  # 75 W × 2 s
+    assert probe.samples == [(0.0, 60_000.0), (2.0, 90_000.0)]
+
+
+def test_power_polling_thread_samples_a_linear_ramp() -> None:
+    # Power rising linearly with the (fake) time: the trapezoid rule is exact for any
+    # number of samples the thread happens to take.
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.001
+        return now[0]
+
+    def power_mw() -> int:
+        return 50_000 + round(now[0] * 1e6)  # 50 W + 1000 W/s: integer mW at each µs step
+
+    fake = ReplayNvml(energy_error="NVMLError_NotSupported", power_mw=power_mw)
+    probe = NvmlPowerProbe("cuda:0", nvml=fake, interval_s=0.001, clock=clock)
+    assert probe.unavailable() is None
+    probe.start()
+    threading.Event().wait(0.05)
+    (value,) = probe.stop()
+    samples = probe.samples
+    assert len(samples) >= 3  # start, at least one from the thread, stop
+    (t0, _), (t1, _) = samples[0], samples[-1]
+    # Readings are taken just before the clock ticks, so p(t) = 50 W + 1000 W/s · (t − 1 ms).
+    exact = 50 * (t1 - t0) + 1000 * ((t1 - 0.001) ** 2 - (t0 - 0.001) ** 2) / 2
+    assert value.value == pytest.approx(exact, rel=1e-9)
+
+
+def test_power_probe_defers_to_the_energy_counter() -> None:
+    probe = NvmlPowerProbe("cuda:0", nvml=ReplayNvml(energy_mj=[1_000], power_mw=[50_000]))
+    assert probe.unavailable() == (
+        "cuda:0 has NVML's total-energy counter, which nvml-energy reads; power polling is "
+        "only the fallback for GPUs without it"
+    )
+
+
+def test_power_probe_unavailable_without_power_reading() -> None:
+    fake = ReplayNvml(energy_error="NVMLError_NotSupported", power_error="NVMLError_NotSupported")
+    reason = NvmlPowerProbe("cuda:0", nvml=fake).unavailable()
+    assert reason is not None and reason.startswith("NVML power reading unsupported on cuda:0")
+    assert NvmlPowerProbe("cpu").unavailable() == "no NVIDIA GPU: power polling needs NVML"
+
+
+def test_power_polling_failure_is_null_with_reason() -> None:
+    fake = ReplayNvml(energy_error="NVMLError_NotSupported", power_mw=[1, 2])  # then none left
+    probe = NvmlPowerProbe("cuda:0", nvml=fake, interval_s=0.001)
+    probe.start()
+    threading.Event().wait(0.05)
+    (value,) = probe.stop()
+    assert value.value is None
+    assert value.reason == (
+        "NVML power polling failed on cuda:0: IndexError: ReplayNvml: no recorded power "
+        "readings left"
+    )
+    with pytest.raises(RuntimeError, match="without start"):
+        probe.stop()
 
 
 def test_nvml_probes_on_cpu_never_touch_nvml() -> None:

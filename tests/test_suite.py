@@ -115,7 +115,7 @@ def test_cell_key_is_stable_and_sensitive(tmp_path: Path, registry) -> None:  # 
         (BASE + "policy: {repeats: 0}\n", "suite.yaml:5: policy.repeats: Input should be greater"),
         (BASE + "colour: red\n", "suite.yaml:5: colour: Extra inputs"),
         ("name: t\nmodels: [x\n", "malformed YAML"),
-        (BASE.replace("generate", "train"), "unknown workload 'train'"),
+        (BASE.replace("generate", "no-such-workload"), "unknown workload 'no-such-workload'"),
         (BASE + "accuracy: [perplexity-typo]\n", "unknown accuracy task 'perplexity-typo'"),
         (BASE + "devices: [tpu]\n", "unknown device 'tpu'"),
         (BASE + "techniques: [baseline]\nexclude: [{batch_size: [1, 2]}]\n", "matrix is empty"),
@@ -131,7 +131,14 @@ def test_bad_suites_name_the_place_and_the_fix(
 
 
 def test_default_policy() -> None:
-    assert Policy().model_dump() == {"warmup": 2, "repeats": 5, "timeout_s": 600}
+    assert Policy().model_dump() == {
+        "warmup": 2,
+        "repeats": 5,
+        "timeout_s": 600,
+        "min_energy_window_s": 1.0,
+        "target_ci": None,
+        "max_repeats": 20,
+    }
 
 
 def test_committed_schema_is_current() -> None:

@@ -32,8 +32,8 @@ __all__ = [
     "PEAK_RSS_BYTES",
     "WINDOW_PEAK_BYTES",
     "Phase",
-    "is_energy_probe",
     "Probe",
+    "is_energy_probe",
     "register_metrics",
     "register_probes",
 ]

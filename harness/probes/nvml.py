@@ -292,13 +292,14 @@ class NvmlPowerProbe(_NvmlProbe):
     rule (``trapezoid_j``): E = Σ (p_i + p_{i+1}) / 2 · Δt_i, in joules. Times come from
     ``clock`` (``time.perf_counter``).
 
-    Accuracy: the reading is whatever the driver last published. On many GPUs that is
-    an average over a trailing period (about 1 s on Ampere and newer), so changes within
-    the window are smeared and its first and last ~second are misattributed; windows of
-    several seconds (``policy.min_energy_window_s``) bound that error. Because the
-    counter is both more precise and cheaper, this probe declares itself unavailable
-    where ``nvmlDeviceGetTotalEnergyConsumption`` works: ``nvml-energy`` measures those
-    GPUs.
+    Accuracy: the reading is whatever the driver last published, refreshed every 1/6 s
+    to 1 s depending on the product. NVML documents it as instantaneous on GA100 and older
+    GPUs (every GPU this probe serves: those without the counter predate Volta), accurate
+    to ±5% of the draw on Fermi and Kepler, and as a 1 s average on Ampere (except GA100)
+    and newer, where it would smear the window's edges. Short windows therefore carry a
+    large relative error: ``policy.min_energy_window_s`` extends them. Because the counter
+    is more precise, this probe declares itself unavailable where
+    ``nvmlDeviceGetTotalEnergyConsumption`` works: ``nvml-energy`` measures those GPUs.
     """
 
     name: ClassVar[str] = "nvml-power"

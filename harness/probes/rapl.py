@@ -94,11 +94,11 @@ class RaplProbe(Probe):
     ``counter_delta_uj`` (wrap-around handled with ``max_energy_range_uj``), in joules.
     It measures cells on the ``cpu`` device; a GPU cell is measured by ``nvml-energy``.
 
-    Accuracy limits: RAPL is a model-based estimate on older Intel parts and measured
-    since Haswell (within a few percent of wall-plug measurements of the package); it
-    covers every process on the package, not only the benchmark, so other load on the
-    machine is counted too; the counters update about every 1 ms. Since Linux 5.10
-    ``energy_uj`` is readable only by root (CVE-2020-8694).
+    Accuracy limits: RAPL is modelled on Intel parts before Haswell and measured since
+    (Hackenberg et al. 2015; Khan et al., ACM TOMPECS 2018); it covers every process on
+    the package, not only the benchmark, so other load on the machine is counted too; the
+    counters update about every 1 ms. Since the fix of CVE-2020-8694 (Linux 5.10 and
+    stable back-ports) ``energy_uj`` is readable only by root.
     """
 
     name: ClassVar[str] = "rapl"
@@ -141,9 +141,9 @@ class RaplProbe(Probe):
                 zone.read_uj()
         except PermissionError as err:
             return (
-                f"cannot read RAPL counters: {err}. Since Linux 5.10 energy_uj is "
-                f"readable only by root: run as root or 'sudo chmod o+r {self.root}/"
-                "intel-rapl:*/energy_uj'"
+                f"cannot read RAPL counters: {err}. Since CVE-2020-8694 (Linux 5.10) "
+                f"energy_uj is readable only by root: run as root or 'sudo chmod o+r "
+                f"{self.root}/intel-rapl:*/energy_uj'"
             )
         except (OSError, ValueError) as err:
             return f"cannot read RAPL counters under {self.root}: {err}"

@@ -2,26 +2,50 @@
 
 Protocol (DESIGN §7): prompts are cut from a text source to exact token counts; generation
 is greedy and ignores end-of-sequence; ``warmup`` unmeasured runs, then ``repeats`` timed
-runs (medians with 95% CIs); then one untimed run under the memory probes, after which the
-KV cache is counted from the cache object itself.
+runs (medians with 95% CIs; with ``policy.target_ci``, more runs until TPOT's interval is
+that narrow or ``max_repeats`` is reached); then one untimed run under the memory probes,
+after which the KV cache is counted from the cache object itself.
+
+Energy (``harness.workloads.energy``): where an energy probe is available each timed
+window runs the generation again until it lasts ``policy.min_energy_window_s``, and the
+window's energy is divided by its runs; latency comes from the window's first run only.
+Without an energy probe a window holds exactly one run.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from harness.footprint import tensor_bytes
 from harness.hookspecs import hookimpl
-from harness.meter import clock, summarize
-from harness.probes import Probe
+from harness.meter import MIN_N_FOR_95, clock, summarize, sync
+from harness.probes import ENERGY_TOTAL_J, Probe, is_energy_probe
 from harness.results import Measurement, MetricDef, Value
 from harness.technique import Config, Prepared
 from harness.workloads import Workload, WorkloadContext
+from harness.workloads.energy import (
+    ENERGY_METRICS,
+    EnergyWindow,
+    energy_unavailable_reason,
+    energy_values,
+    idle_power,
+    null_energy_values,
+)
+
+if TYPE_CHECKING:
+    from harness.suite import Policy
+
+#: A cell is flagged noisy (``stats.noisy`` = 1) when the 95% CI half-width of its TPOT
+#: median exceeds this fraction of the median ...
+NOISY_CI_FRACTION = 0.05
+#: ... or when the coefficient of variation of its TPOT samples exceeds this.
+NOISY_CV = 0.10
 
 
 class GenerateParams(Config):
@@ -50,6 +74,42 @@ class _TokenClock:
 
     def end(self) -> None:
         pass
+
+
+class SuppressEos:
+    """A logits processor that sets the end-of-sequence logits to −inf at every step, so
+    greedy decoding always runs to ``max_new_tokens``.
+
+    It is what ``min_new_tokens=new_tokens`` does, with the same tokens as the result, at a
+    fraction of the cost: transformers then applies two processors per step (its
+    ``MinLength`` and ``MinNewTokensLength``), each cloning the scores and building a
+    vocabulary-sized ``arange`` and ``isin`` mask: for SmolLM2's 49,152 entries 1.1 ms per
+    token on one core of a 2-core VM, 3-9 ms with two threads on the busy VM, against
+    0.03-0.07 ms for this one, an in-place write (``scores`` is generate's own float32 copy
+    of the last position's logits). A smollm2-135m token takes ~55 ms on that VM, so that
+    was 2-15% of TPOT (the ``overhead`` check of benchmarks/run.py compares TPOT with a
+    bare decode loop).
+
+    Args:
+        eos_token_ids: The ids generation would stop at (the model's generation config).
+    """
+
+    def __init__(self, eos_token_ids: Sequence[int]) -> None:
+        ids = list(eos_token_ids)
+        self._index: int | list[int] = ids[0] if len(ids) == 1 else ids
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        scores[:, self._index] = -math.inf
+        return scores
+
+
+def eos_token_ids(model: Any) -> list[int]:
+    """The end-of-sequence ids of ``model.generation_config`` (none if it has none)."""
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(eos)] if isinstance(eos, int) else [int(i) for i in eos]
 
 
 @functools.lru_cache(maxsize=8)
@@ -88,17 +148,22 @@ class Generate(Workload):
         ids = prompt_ids(ctx.tokenizer, ctx.text(p.text, "prompt"), p.batch_size, p.prompt_tokens)
         ids = ids.to(ctx.device)
         pad = ctx.tokenizer.pad_token_id
+        model = prepared.model
         kwargs = {
             "input_ids": ids,
             "attention_mask": torch.ones_like(ids),
             "max_new_tokens": p.new_tokens,
-            "min_new_tokens": p.new_tokens,
             "do_sample": False,
             "pad_token_id": pad if pad is not None else ctx.tokenizer.eos_token_id,
             "return_dict_in_generate": True,
             **prepared.generate_kwargs,
         }
-        model = prepared.model
+        eos = eos_token_ids(model)
+        if eos:  # exactly new_tokens: EOS can never be chosen (see SuppressEos)
+            from transformers import LogitsProcessorList
+
+            extra = prepared.generate_kwargs.get("logits_processor") or []
+            kwargs["logits_processor"] = LogitsProcessorList([*extra, SuppressEos(eos)])
 
         def once(streamer: _TokenClock | None = None) -> Any:
             cache = {"past_key_values": prepared.make_cache()} if prepared.make_cache else {}
@@ -106,22 +171,32 @@ class Generate(Workload):
                 return model.generate(**kwargs, **cache, streamer=streamer)
 
         timing = [pr for pr in ctx.probes if pr.phase == "timing" and pr.unavailable() is None]
+        energy = next((pr for pr in timing if is_energy_probe(pr)), None)
+        timing = [pr for pr in timing if pr is energy or not is_energy_probe(pr)]
         memory = [pr for pr in ctx.probes if pr.phase == "memory" and pr.unavailable() is None]
 
         for _ in range(ctx.policy.warmup):
             once()
 
+        idle = idle_power(energy, ctx.device) if energy is not None else None
+        min_window_s = ctx.policy.min_energy_window_s if energy is not None else 0.0
         ttft: list[float] = []
         e2e: list[float] = []
         itl: list[float] = []
-        timing_values: list[list[Value]] = []
-        for _ in range(ctx.policy.repeats):
+        windows: list[tuple[list[Value], float, int]] = []  # (probe values, s, runs)
+        while not _enough(ttft, e2e, p, ctx.policy):
             stream = _TokenClock(ctx.device)
+            sync(ctx.device)
             with window(timing) as measured:
                 t0 = clock(ctx.device)
                 out = once(stream)
-                t1 = clock(ctx.device)
-            timing_values.append(measured)
+                t1 = t_end = clock(ctx.device)
+                runs = 1
+                while t_end - t0 < min_window_s:
+                    once()
+                    runs += 1
+                    t_end = clock(ctx.device)
+            windows.append((measured, t_end - t0, runs))
             ttft.append(stream.stamps[0] - t0)
             e2e.append(t1 - t0)
             itl.extend(b - a for a, b in zip(stream.stamps, stream.stamps[1:], strict=False))
@@ -132,7 +207,12 @@ class Generate(Workload):
             out = once()
 
         values = _latency_values(ttft, e2e, itl, p)
-        values += _energy_values(timing_values, ctx.probes, p)
+        values += _stats_values(ttft, e2e, p)
+        if energy is None or idle is None:
+            values += null_energy_values(energy_unavailable_reason(ctx.probes))
+        else:
+            values += _window_energy(windows, idle, p.batch_size * p.new_tokens)
+        values += _timing_values(windows)
         values += memory_values
         values.append(
             Value(
@@ -190,34 +270,86 @@ def _latency_values(
     return values
 
 
-def _energy_values(
-    windows: Sequence[Sequence[Value]], probes: Sequence[Probe], p: GenerateParams
-) -> list[Value]:
-    """Energy per run and per generated token (J/token = window energy / (batch × new_tokens))."""
-    tokens = p.batch_size * p.new_tokens
-    per_run = [v for w in windows for v in w if v.name == "energy.total_j" and v.value is not None]
-    if not per_run:
-        reasons = [pr.unavailable() for pr in probes if pr.phase == "timing"]
-        reason = "; ".join(r for r in reasons if r) or "no energy probe is installed"
-        return [
-            Value("energy.total_j", None, "J", reason=reason),
-            Value("energy.j_per_token", None, "J/token", reason=reason),
-        ]
-    source = per_run[0].source
-    total = summarize([v.value for v in per_run if v.value is not None])
-    per_token = summarize([v.value / tokens for v in per_run if v.value is not None])
+def _tpot(ttft: Sequence[float], e2e: Sequence[float], p: GenerateParams) -> list[float]:
+    """TPOT of each run: (e2e − TTFT) / (new_tokens − 1), s."""
+    return [(e - t) / (p.new_tokens - 1) for t, e in zip(ttft, e2e, strict=True)]
+
+
+def _enough(ttft: Sequence[float], e2e: Sequence[float], p: GenerateParams, policy: Policy) -> bool:
+    """Whether the timed runs so far suffice.
+
+    Without ``target_ci``: after ``repeats`` runs. With it: after at least ``repeats``
+    and ``MIN_N_FOR_95`` runs (fewer cannot give a 95% interval), once the CI half-width
+    of the TPOT median is at most ``target_ci`` × median, or after
+    max(``repeats``, ``max_repeats``) runs.
+    """
+    n = len(ttft)
+    if n < policy.repeats:
+        return False
+    if policy.target_ci is None or n >= max(policy.repeats, policy.max_repeats):
+        return True
+    if n < MIN_N_FOR_95:
+        return False
+    s = summarize(_tpot(ttft, e2e, p))
+    return (s.ci_high - s.ci_low) / 2 <= policy.target_ci * s.median
+
+
+def _stats_values(ttft: Sequence[float], e2e: Sequence[float], p: GenerateParams) -> list[Value]:
+    """Spread of the timed runs: CVs of TPOT and TTFT, and the noisy flag.
+
+    ``stats.tpot_cv`` / ``stats.ttft_cv`` = sample standard deviation / mean of the
+    per-run values (``Stats.cv``; 0 for a single run). ``stats.noisy`` = 1.0 when the 95%
+    CI half-width of the TPOT median, (ci_high − ci_low) / 2, exceeds ``NOISY_CI_FRACTION``
+    × median or ``stats.tpot_cv`` exceeds ``NOISY_CV``; else 0.0.
+    """
+    tpot = summarize(_tpot(ttft, e2e, p))
+    first = summarize(ttft)
+    half_width = (tpot.ci_high - tpot.ci_low) / 2
+    noisy = half_width > NOISY_CI_FRACTION * tpot.median or tpot.cv > NOISY_CV
     return [
-        Value("energy.total_j", total.median, "J", total.ci_low, total.ci_high, total.n, source),
-        Value(
-            "energy.j_per_token",
-            per_token.median,
-            "J/token",
-            per_token.ci_low,
-            per_token.ci_high,
-            per_token.n,
-            source,
-        ),
+        Value("stats.tpot_cv", tpot.cv, "ratio", n=tpot.n, source="clock"),
+        Value("stats.ttft_cv", first.cv, "ratio", n=first.n, source="clock"),
+        Value("stats.noisy", 1.0 if noisy else 0.0, "flag", n=tpot.n, source="clock"),
     ]
+
+
+def _window_energy(
+    windows: Sequence[tuple[Sequence[Value], float, int]], idle: Value, tokens: int
+) -> list[Value]:
+    """Energy values of the timed windows (``energy_values``); a window whose probe gave
+    no energy (a counter that went backwards) is left out, all of them → null with the
+    probe's reason."""
+    measured: list[EnergyWindow] = []
+    source = reason = None
+    for probe_values, seconds, runs in windows:
+        value = next((v for v in probe_values if v.name == ENERGY_TOTAL_J.name), None)
+        if value is not None and value.value is not None:
+            measured.append(EnergyWindow(value.value, seconds, runs))
+            source = value.source
+        elif value is not None:
+            reason = value.reason
+    if not measured:
+        return null_energy_values(reason or "the energy probe returned no energy")
+    return energy_values(measured, idle, tokens, source)
+
+
+def _timing_values(windows: Sequence[tuple[Sequence[Value], float, int]]) -> list[Value]:
+    """Metrics of timing probes other than energy (third-party), summarised per name over
+    the windows: median and 95% CI of the non-null values, null with the reason if none."""
+    by_name: dict[str, list[Value]] = {}
+    for probe_values, _, _ in windows:
+        for v in probe_values:
+            if v.name != ENERGY_TOTAL_J.name:
+                by_name.setdefault(v.name, []).append(v)
+    values = []
+    for name, vs in by_name.items():
+        numbers = [v.value for v in vs if v.value is not None]
+        if not numbers:
+            values.append(Value(name, None, vs[0].unit, reason=vs[0].reason))
+            continue
+        s = summarize(numbers)
+        values.append(Value(name, s.median, vs[0].unit, s.ci_low, s.ci_high, s.n, vs[0].source))
+    return values
 
 
 METRICS = [
@@ -230,7 +362,15 @@ METRICS = [
     MetricDef("throughput.prefill_tok_s", "tok/s", True, "batch × prompt_tokens / ttft"),
     MetricDef("throughput.decode_tok_s", "tok/s", True, "batch × (new − 1) / (e2e − ttft)"),
     MetricDef("memory.kv_cache_bytes", "bytes", False, "bytes held by the KV cache object"),
-    MetricDef("energy.j_per_token", "J/token", False, "window energy / generated tokens"),
+    MetricDef("stats.tpot_cv", "ratio", False, "coefficient of variation of per-run TPOT"),
+    MetricDef("stats.ttft_cv", "ratio", False, "coefficient of variation of per-run TTFT"),
+    MetricDef(
+        "stats.noisy",
+        "flag",
+        False,
+        "1 when TPOT's 95% CI half-width exceeds 5% of its median or its CV exceeds 0.1",
+    ),
+    *ENERGY_METRICS,
 ]
 
 

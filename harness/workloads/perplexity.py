@@ -41,7 +41,7 @@ def _token_prefix(tokenizer: Any, text: str, needed: int) -> tuple[int, ...]:
     chars = min(len(text), max(needed * 8, 1024))
     while True:
         ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
-        if len(ids) > needed or chars >= len(text):
+        if len(ids) >= needed + 16 or chars >= len(text):
             return tuple(ids)
         chars = min(len(text), chars * 2)
 
@@ -49,8 +49,8 @@ def _token_prefix(tokenizer: Any, text: str, needed: int) -> tuple[int, ...]:
 def text_tokens(tokenizer: Any, text: str, n: int, ref: str = "the text") -> list[int]:
     """The first ``n`` token ids of ``text`` (no special tokens added).
 
-    One extra token is tokenized and dropped, so the last kept token is never a fragment
-    cut by the character limit.
+    A few more tokens than ``n`` are tokenized and dropped, so the last kept token is never
+    a fragment of a word cut by the character limit.
 
     Raises:
         BenchError: the text holds fewer than ``n`` tokens.
@@ -99,7 +99,9 @@ def sliding_nll(model: Any, ids: Sequence[int], window: int, stride: int, device
     Windows start at 0, ``stride``, 2·``stride``, ... and end at ``min(start + window, N)``;
     the last window ends at N. A window scores the tokens after the previous window's end
     (the first window: all but its first token), each predicted from the tokens before it in
-    the same window.
+    the same window. With ``stride < window`` every token but the first is scored exactly
+    once, and a token scored by window k > 0 has at least ``window − stride`` tokens of
+    context.
 
     Returns:
         A float64 CPU tensor of N − 1 values: NLL of ``ids[i]`` at index ``i − 1``.
@@ -120,7 +122,10 @@ def sliding_nll(model: Any, ids: Sequence[int], window: int, stride: int, device
             prev_end = end
             if end == n:
                 break
-    return torch.cat(out)
+    nll = torch.cat(out)
+    if nll.numel() != n - 1:
+        raise ValueError(f"scored {nll.numel()} of {n - 1} tokens: stride must be < window")
+    return nll
 
 
 def nll_values(
@@ -135,7 +140,8 @@ def nll_values(
     return values
 
 
-def _check_length(model: Any, tokens: int, what: str) -> None:
+def check_length(model: Any, tokens: int, what: str) -> None:
+    """Raise ``BenchError`` when ``tokens`` exceeds the model's position limit (if it has one)."""
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(limit, int) and tokens > limit:
         raise BenchError(
@@ -149,16 +155,25 @@ def _check_length(model: Any, tokens: int, what: str) -> None:
 
 class PerplexityParams(Config):
     text: str = Field("shakespeare", description="text source; its 'eval' split is scored")
-    tokens: int = Field(2048, ge=2, description="tokens scored: the first N of the eval split")
+    tokens: int = Field(
+        2048, ge=2, description="the first N tokens of the eval split (N − 1 are scored)"
+    )
     window: int = Field(512, ge=2, description="tokens per forward pass (context limit)")
     stride: int = Field(
-        512, ge=1, description="tokens each window advances; stride < window gives overlap"
+        256,
+        ge=1,
+        description="tokens each window advances (< window); every scored token after the "
+        "first window sees at least window − stride tokens of context",
     )
 
     @model_validator(mode="after")
     def _stride_fits(self) -> PerplexityParams:
-        if self.stride > self.window:
-            raise ValueError("stride must not exceed window (tokens would go unscored)")
+        if self.stride >= self.window:
+            raise ValueError(
+                "stride must be smaller than window: a window's first token is scored only "
+                "as the last token of the window before (use stride = window − 1 for "
+                "windows that barely overlap)"
+            )
         return self
 
 
@@ -171,7 +186,7 @@ class Perplexity(Workload):
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         p: PerplexityParams = self.params  # type: ignore[assignment]
-        _check_length(prepared.model, p.window, "perplexity window")
+        check_length(prepared.model, p.window, "perplexity window")
         ids = text_tokens(ctx.tokenizer, ctx.text(p.text, "eval"), p.tokens, f"text {p.text!r}")
         nll = sliding_nll(prepared.model, ids, p.window, p.stride, ctx.device)
         n_bytes = scored_bytes(ctx.tokenizer, ids[1:])
@@ -259,7 +274,7 @@ class DecodePerplexity(Workload):
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         p: DecodePerplexityParams = self.params  # type: ignore[assignment]
         total = p.context_tokens + p.decode_tokens
-        _check_length(prepared.model, total, "decode-perplexity context + decode tokens")
+        check_length(prepared.model, total, "decode-perplexity context + decode tokens")
         ids = text_tokens(ctx.tokenizer, ctx.text(p.text, "eval"), total, f"text {p.text!r}")
         nll = decode_nll(prepared, ids, p.context_tokens, ctx)
         source = f"{p.text}:eval:decode"

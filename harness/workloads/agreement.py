@@ -1,0 +1,150 @@
+"""Accuracy task ``agreement``: next-token agreement with the unmodified model.
+
+On the first ``tokens`` tokens of a text source's ``eval`` split (non-overlapping windows
+of ``window`` tokens, teacher-forced, no cache) both the stack's model and the reference
+model (``WorkloadContext.reference()``, the model as loaded) give a next-token
+distribution at every position. Over the N positions:
+
+- ``accuracy.top1_agreement`` = (1/N) Σ 1[argmax p_ref = argmax p_stack]
+- ``accuracy.kl_div`` = (1/N) Σ KL(p_ref ‖ p_stack) = (1/N) Σ Σ_v p_ref(v) (log p_ref(v) −
+  log p_stack(v)), in nats (the direction llama.cpp's KL-divergence statistic uses).
+
+The reference log-probabilities are computed once per reference model and parameters and
+cached in this process (on the CPU, so they never count in a later cell's device memory):
+a worker serves one model spec with one stable ``reference`` callable, which is the key.
+The reference must be a model that the stack has not touched: the worker hands out the
+loaded pristine model when the stack runs on a fresh copy, and loads an independent copy
+when the stack runs on the pristine object itself (it may carry the stack's hooks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+from pydantic import Field
+
+from harness.hookspecs import hookimpl
+from harness.results import Measurement, MetricDef, Value
+from harness.technique import Config, Prepared
+from harness.workloads import Workload, WorkloadContext
+from harness.workloads.perplexity import check_length, text_tokens, window_log_probs
+
+CACHE_ENTRIES = 4
+"""Reference results kept per process (each holds tokens × vocabulary float32 values)."""
+
+_reference_cache: OrderedDict[tuple[Any, str], list[Any]] = OrderedDict()
+
+
+class AgreementParams(Config):
+    text: str = Field("shakespeare", description="text source; its 'eval' split is the input")
+    tokens: int = Field(512, ge=1, description="positions compared: the first N eval tokens")
+    window: int = Field(512, ge=1, description="tokens per forward pass (non-overlapping)")
+
+
+def windows(ids: list[int], window: int) -> list[list[int]]:
+    """``ids`` cut into consecutive pieces of at most ``window`` tokens."""
+    return [ids[i : i + window] for i in range(0, len(ids), window)]
+
+
+def log_probs(model: Any, ids: list[int], window: int, device: str) -> list[Any]:
+    """Next-token log-probabilities (float32, CPU) at every position, window by window."""
+    import torch
+
+    with torch.inference_mode():
+        return [
+            window_log_probs(model, piece, device, keep=len(piece)).cpu()
+            for piece in windows(ids, window)
+        ]
+
+
+def reference_log_probs(ctx: WorkloadContext, p: AgreementParams, ids: list[int]) -> list[Any]:
+    """The reference model's log-probabilities, computed once per reference and parameters."""
+    assert ctx.reference is not None
+    key = (ctx.reference, json.dumps(p.model_dump(), sort_keys=True))
+    if key in _reference_cache:
+        _reference_cache.move_to_end(key)
+        return _reference_cache[key]
+    result = log_probs(ctx.reference(), ids, p.window, ctx.device)
+    _reference_cache[key] = result
+    while len(_reference_cache) > CACHE_ENTRIES:
+        _reference_cache.popitem(last=False)
+    return result
+
+
+def compare(reference: Any, candidate: Any) -> tuple[int, float]:
+    """(positions whose top-1 tokens agree, Σ KL(p_ref ‖ p_cand) in nats) over one window.
+
+    Both arguments are log-probabilities of shape (positions, vocabulary).
+    """
+    import torch
+
+    agree = int((reference.argmax(-1) == candidate.argmax(-1)).sum())
+    # kl_div(input=log q, target=log p, log_target=True) sums p (log p − log q).
+    kl = torch.nn.functional.kl_div(candidate, reference, reduction="sum", log_target=True)
+    return agree, float(kl.double())
+
+
+class Agreement(Workload):
+    """Top-1 agreement and KL divergence against the unmodified model."""
+
+    name = "agreement"
+    kind = "accuracy"
+    Params = AgreementParams
+
+    def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
+        import torch
+
+        p: AgreementParams = self.params  # type: ignore[assignment]
+        if ctx.reference is None:
+            reason = "no reference model in this context"
+            return Measurement(
+                (
+                    Value("accuracy.top1_agreement", None, "fraction", reason=reason),
+                    Value("accuracy.kl_div", None, "nats", reason=reason),
+                )
+            )
+        check_length(prepared.model, p.window, "agreement window")
+        ids = text_tokens(ctx.tokenizer, ctx.text(p.text, "eval"), p.tokens, f"text {p.text!r}")
+        reference = reference_log_probs(ctx, p, ids)
+        agree, kl = 0, 0.0
+        with torch.inference_mode():
+            for ref, piece in zip(reference, windows(ids, p.window), strict=True):
+                cand = window_log_probs(prepared.model, piece, ctx.device, keep=len(piece))
+                a, k = compare(ref, cand.cpu())
+                agree, kl = agree + a, kl + k
+        n = len(ids)
+        source = f"{p.text}:eval"
+        return Measurement(
+            (
+                Value("accuracy.top1_agreement", agree / n, "fraction", n=n, source=source),
+                Value("accuracy.kl_div", kl / n, "nats", n=n, source=source),
+            )
+        )
+
+
+METRICS = [
+    MetricDef(
+        "accuracy.top1_agreement",
+        "fraction",
+        True,
+        "share of positions where the stack's top next token equals the unmodified model's",
+    ),
+    MetricDef(
+        "accuracy.kl_div",
+        "nats",
+        False,
+        "mean KL(p_reference ‖ p_stack) of next-token distributions per position",
+    ),
+]
+
+
+@hookimpl
+def register_workloads() -> list[type[Workload]]:
+    return [Agreement]
+
+
+@hookimpl
+def register_metrics() -> list[MetricDef]:
+    return METRICS

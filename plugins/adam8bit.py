@@ -1,0 +1,50 @@
+"""``adam-8bit``: bitsandbytes' ``AdamW8bit`` (Dettmers et al. 2022, block-wise 8-bit states).
+
+Both moments are stored as uint8 codes with one fp32 absmax per block of 256 values and a
+256-entry fp32 code table (``qmap``): about 2·(1 + 4/256) bytes per parameter instead of
+AdamW's 8 (fp32), i.e. ≈ 0.254× — before the tensors that bitsandbytes keeps in 32 bit
+(those with fewer than ``min_8bit_size`` = 4096 elements: norms, biases).
+Runs on CPU as well (bitsandbytes ≥ 0.45 has CPU kernels for the 8-bit optimizers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.workloads.train import train_params, trainable
+
+
+class Adam8bitConfig(Config):
+    min_8bit_size: int = Field(4096, ge=1, description="tensors smaller than this stay fp32")
+
+
+class Adam8bit(Technique):
+    """AdamW with 8-bit block-wise quantized moments."""
+
+    name = "adam-8bit"
+    kind = frozenset({"training"})
+    Config = Adam8bitConfig
+
+    def check(self, env: Environment) -> None:
+        if not env.has("bitsandbytes"):
+            raise Skip("bitsandbytes is not installed: pip install bitsandbytes")
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        c: Adam8bitConfig = self.config  # type: ignore[assignment]
+        lr = train_params(ctx.workload).lr
+
+        def factory(model: Any) -> Any:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(trainable(model), lr=lr, min_8bit_size=c.min_8bit_size)
+
+        prepared.optimizer_factory = factory
+        return prepared
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [Adam8bit]

@@ -1,0 +1,85 @@
+"""``apollo`` and ``apollo-mini``: SGD-like memory, AdamW-level performance (Zhu et al. 2025).
+
+apollo-torch's ``APOLLOAdamW`` keeps AdamW moments of a *random* projection of rank r of
+each target gradient (``proj="random"``, regenerated every ``update_proj_gap`` steps from a
+seed, so the projection matrix is kept as a tensor in the projector) and uses their ratio
+only to scale the full-rank gradient: channel-wise (``apollo``, rank 256 in the paper) or
+tensor-wise with rank 1 (``apollo-mini``, scale 128). Non-target parameters (embeddings,
+norms) get plain AdamW within the same optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.workloads.train import train_params, trainable
+
+
+class ApolloConfig(Config):
+    rank: int = Field(256, ge=1, description="projection rank r")
+    scale: float = Field(1.0, gt=0, description="gradient scaling factor α")
+    update_proj_gap: int = Field(200, ge=1, description="steps between new projections")
+    targets: list[str] = Field(["self_attn", "mlp"], description="module-name substrings")
+
+
+class ApolloMiniConfig(ApolloConfig):
+    rank: int = Field(1, ge=1, description="projection rank r (1: APOLLO-Mini)")
+    scale: float = Field(128.0, gt=0, description="gradient scaling factor α")
+
+
+class Apollo(Technique):
+    """Channel-wise gradient scaling estimated in a rank-r random projection."""
+
+    name = "apollo"
+    kind = frozenset({"training"})
+    Config = ApolloConfig
+    scale_type: ClassVar[str] = "channel"
+
+    def check(self, env: Environment) -> None:
+        if not env.has("apollo_torch"):
+            raise Skip("apollo-torch is not installed: pip install 'bench[train]'")
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        from plugins.galore import projected_params
+
+        c: ApolloConfig = self.config  # type: ignore[assignment]
+        lr = train_params(ctx.workload).lr
+
+        def factory(model: Any) -> Any:
+            import apollo_torch
+
+            params = trainable(model)
+            low = projected_params(model, c.targets)
+            low_ids = {id(p) for p in low}
+            groups = [
+                {"params": [p for p in params if id(p) not in low_ids]},
+                {
+                    "params": low,
+                    "rank": c.rank,
+                    "proj": "random",
+                    "scale_type": self.scale_type,
+                    "scale": c.scale,
+                    "update_proj_gap": c.update_proj_gap,
+                    "proj_type": "std",
+                },
+            ]
+            return apollo_torch.APOLLOAdamW(groups, lr=lr)
+
+        prepared.optimizer_factory = factory
+        return prepared
+
+
+class ApolloMini(Apollo):
+    """Rank-1 projection, one scaling factor per tensor."""
+
+    name = "apollo-mini"
+    Config = ApolloMiniConfig
+    scale_type = "tensor"
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [Apollo, ApolloMini]

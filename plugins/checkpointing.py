@@ -1,0 +1,31 @@
+"""``activation-checkpointing``: recompute each decoder layer's activations in backward.
+
+``model.gradient_checkpointing_enable(use_reentrant=False)``: only the inputs of every
+decoder layer are kept in forward; the layer runs again during backward. Activation memory
+drops from all layers' intermediates to one layer's plus the layer inputs, at the cost of
+about one extra forward per step.
+"""
+
+from __future__ import annotations
+
+from harness import Context, Prepared, Skip, Technique, hookimpl
+
+
+class ActivationCheckpointing(Technique):
+    """Trade compute for activation memory."""
+
+    name = "activation-checkpointing"
+    kind = frozenset({"training"})
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        model = prepared.model
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise Skip(f"{type(model).__name__} does not support gradient checkpointing")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        prepared.cleanup.append(model.gradient_checkpointing_disable)
+        return prepared
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [ActivationCheckpointing]

@@ -1,0 +1,102 @@
+"""``galore``: gradient low-rank projection (Zhao et al. 2024) with galore-torch's optimizers.
+
+The 2-D weights of the target linear layers (attention and MLP by default) form a param
+group with ``rank``, ``update_proj_gap``, ``scale`` and ``proj_type="std"``; every other
+parameter (embeddings, norms) is optimized by the same optimizer at full rank.
+
+State layout (galore-torch 1.0, ``GaLoreProjector`` with ``proj_type="std"``), for an m×n
+gradient G (torch ``Linear`` weights are out×in): if m ≥ n the projection is the right
+factor P = Vh[:r, :] (r×n) and the moments G·Pᵀ are m×r; if m < n it is the left factor
+P = U[:, :r] (m×r) and the moments PᵀG are r×n. Logically that is 2·r·max(m, n) +
+r·min(m, n) fp32 elements: the paper's m·r + 2·n·r written for m ≤ n. But P is a *slice
+view* of the full SVD factor of ``svd(G, full_matrices=False)`` (U is m×min(m, n), Vh is
+min(m, n)×n), so the storage it keeps alive is min(m, n)² elements, not r·min(m, n).
+``memory.optimizer_state_bytes`` counts storages (what is really held), so per projected
+matrix it is 4·(2·r·max(m, n) + min(m, n)²) bytes; galore's ``step`` is a Python int (no
+tensor). Parameters outside the targets hold AdamW's 2 × their bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import Field
+
+from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.workloads.train import train_params
+
+
+class GaLoreConfig(Config):
+    rank: int = Field(16, ge=1, description="projection rank r")
+    update_proj_gap: int = Field(200, ge=1, description="steps between projection SVDs")
+    scale: float = Field(0.25, gt=0, description="scale of the projected-back update")
+    targets: list[str] = Field(
+        ["self_attn", "mlp"], description="module-name substrings whose Linear weights project"
+    )
+    optimizer: Literal["adamw", "adafactor", "adamw8bit"] = Field("adamw", description="base")
+
+
+def projected_params(model: Any, targets: Sequence[str]) -> list[Any]:
+    """2-D weights of the ``torch.nn.Linear`` modules whose qualified name holds a target."""
+    import torch
+
+    return [
+        mod.weight
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear)
+        and any(t in name for t in targets)
+        and mod.weight.requires_grad
+    ]
+
+
+class GaLore(Technique):
+    """Low-rank projected optimizer states for the attention and MLP weights."""
+
+    name = "galore"
+    kind = frozenset({"training"})
+    Config = GaLoreConfig
+
+    def check(self, env: Environment) -> None:
+        if not env.has("galore_torch"):  # type: ignore[attr-defined]
+            raise Skip("galore-torch is not installed: pip install 'bench[train]'")
+        if self.config.optimizer == "adamw8bit" and env.device_kind != "cuda":  # type: ignore[attr-defined]
+            raise Skip("galore's 8-bit AdamW needs bitsandbytes' CUDA kernels; run on a GPU")
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        c: GaLoreConfig = self.config  # type: ignore[assignment]
+        lr = train_params(ctx.workload).lr
+
+        def factory(model: Any) -> Any:
+            import galore_torch
+
+            from harness.workloads.train import trainable
+
+            params = trainable(model)
+            low = projected_params(model, c.targets)
+            low_ids = {id(p) for p in low}
+            groups = [
+                {"params": [p for p in params if id(p) not in low_ids]},
+                {
+                    "params": low,
+                    "rank": c.rank,
+                    "update_proj_gap": c.update_proj_gap,
+                    "scale": c.scale,
+                    "proj_type": "std",
+                },
+            ]
+            if c.optimizer == "adafactor":
+                return galore_torch.GaLoreAdafactor(
+                    groups, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False
+                )
+            if c.optimizer == "adamw8bit":
+                return galore_torch.GaLoreAdamW8bit(groups, lr=lr)
+            return galore_torch.GaLoreAdamW(groups, lr=lr, no_deprecation_warning=True)
+
+        prepared.optimizer_factory = factory
+        return prepared
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [GaLore]

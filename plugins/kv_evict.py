@@ -1,0 +1,183 @@
+"""``kv-evict``: bound the KV cache to a token budget by evicting entries while generating.
+
+Policies (``plugins.kv_policies``), all as transformers cache layers:
+
+* ``streaming`` (StreamingLLM): keep ``sink_tokens`` initial tokens and the most recent
+  ``budget − sink_tokens``; no scores needed.
+* ``h2o`` (Heavy-Hitter Oracle): keep ``recent_tokens`` newest tokens plus the
+  ``budget − recent_tokens`` older keys with the largest attention accumulated since the
+  prompt, chosen per KV head (scores summed over the query heads of each group).
+* ``snapkv``: once, after prefill, keep per KV head the prompt positions the last
+  ``window`` prompt queries attend to most (average-pooled over ``kernel`` neighbours)
+  plus the window; generated tokens are appended (the budget bounds the prompt part).
+
+Budget: ``budget_tokens`` (absolute) or ``budget_ratio`` × the workload's
+``prompt_tokens`` or ``context_tokens`` (rounded down); it must exceed the tokens a
+policy always keeps (``sink_tokens``, ``recent_tokens``, ``window``).
+
+Scores need the post-RoPE queries: the model's attention implementation is wrapped
+(``kv-evict|sdpa`` / ``kv-evict|eager``: the original kernel computes the output, then the
+cache layer scores and evicts). Positions are not re-rotated (see ``kv_policies``).
+Metrics: ``kv.budget_tokens`` and ``kv.evicted_tokens`` (per sequence and layer, layer 0,
+of the cell's last generation = tokens seen − tokens kept).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from harness import Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
+from plugins.kv_policies import EvictingCache, H2OLayer, SnapKVLayer, StreamingLayer
+
+_WRAPPED = ("sdpa", "eager")
+
+
+class KVEvictConfig(Config):
+    policy: Literal["streaming", "h2o", "snapkv"] = Field(description="what to keep")
+    budget_tokens: int | None = Field(None, ge=2, description="tokens kept per head")
+    budget_ratio: float | None = Field(
+        None, gt=0, le=1, description="tokens kept as a fraction of prompt_tokens"
+    )
+    sink_tokens: int = Field(4, ge=0, description="initial tokens always kept (streaming)")
+    recent_tokens: int | None = Field(
+        None, ge=1, description="newest tokens always kept (h2o; default half the budget)"
+    )
+    window: int = Field(32, ge=1, description="observation window at the prompt's end (snapkv)")
+    kernel: int = Field(7, ge=1, description="pooling width over scores, odd (snapkv)")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> KVEvictConfig:
+        if (self.budget_tokens is None) == (self.budget_ratio is None):
+            raise ValueError("give exactly one of budget_tokens and budget_ratio")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd, not {self.kernel}")
+        return self
+
+
+class KVEvict(Technique):
+    """Evict KV-cache entries to a fixed budget (StreamingLLM, H2O, SnapKV)."""
+
+    name = "kv-evict"
+    kind = frozenset({"inference"})
+    Config = KVEvictConfig
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        c: KVEvictConfig = self.config  # type: ignore[assignment]
+        budget = self.budget(ctx)
+        reserved = {"streaming": c.sink_tokens, "h2o": c.recent_tokens or budget // 2}
+        reserved["snapkv"] = c.window
+        if budget <= reserved[c.policy]:
+            raise Skip(f"budget {budget} must exceed the {reserved[c.policy]} reserved tokens")
+        model = prepared.model
+        text = model.config.get_text_config(decoder=True)
+        kinds = set(getattr(text, "layer_types", None) or [])
+        if kinds - {"full_attention"}:
+            raise Skip(f"kv-evict supports full-attention layers only; the model has {kinds}")
+        base = model.config._attn_implementation
+        if base not in _WRAPPED:
+            raise Skip(f"kv-evict wraps sdpa or eager attention, not {base}")
+        attention = [
+            m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "scaling")
+        ]
+        ctx.state["budget"] = budget
+
+        def make_cache() -> EvictingCache:
+            layers: list[Any]
+            n = text.num_hidden_layers
+            if c.policy == "streaming":
+                layers = [StreamingLayer(budget, c.sink_tokens) for _ in range(n)]
+            elif c.policy == "h2o":
+                layers = [H2OLayer(budget, reserved["h2o"]) for _ in range(n)]
+            else:
+                layers = [SnapKVLayer(budget, c.window, c.kernel) for _ in range(n)]
+            cache = EvictingCache(layers)
+            ref = weakref.ref(cache)
+            for module in attention:
+                module._kv_evict_cache = ref  # a weak reference: the model does not own it
+            ctx.state["tally"] = layers[0].tally = {"evicted": 0}  # the last generation's
+            return cache
+
+        _register()
+        model.set_attn_implementation(f"kv-evict|{base}")
+
+        def undo() -> None:
+            model.set_attn_implementation(base)
+            for module in attention:
+                vars(module).pop("_kv_evict_cache", None)
+
+        prepared.cleanup.append(undo)
+        prepared.make_cache = make_cache
+        return prepared
+
+    def budget(self, ctx: Context) -> int:
+        """``budget_tokens``, or ⌊``budget_ratio`` × prompt_tokens⌋."""
+        c: KVEvictConfig = self.config  # type: ignore[assignment]
+        if c.budget_tokens is not None:
+            return c.budget_tokens
+        params = ctx.workload.get("params", {})
+        prompt = params.get("prompt_tokens", params.get("context_tokens"))
+        if not isinstance(prompt, int):
+            raise Skip(
+                "budget_ratio needs one prompt_tokens (or context_tokens) per cell; "
+                "use budget_tokens"
+            )
+        return int((c.budget_ratio or 0.0) * prompt)
+
+    def metrics(self, ctx: Context) -> dict[str, float]:
+        out = {"kv.budget_tokens": float(ctx.state["budget"])} if "budget" in ctx.state else {}
+        if "tally" in ctx.state:
+            out["kv.evicted_tokens"] = float(ctx.state["tally"]["evicted"])
+        return out
+
+
+def _wrap(base: str) -> Any:
+    def attention(module: Any, query: Any, key: Any, value: Any, mask: Any, **kwargs: Any) -> Any:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        if base == "eager":
+            from transformers.models.llama.modeling_llama import eager_attention_forward
+
+            fn = eager_attention_forward
+        else:
+            fn = ALL_ATTENTION_FUNCTIONS[base]
+        out = fn(module, query, key, value, mask, **kwargs)
+        ref = getattr(module, "_kv_evict_cache", None)
+        cache = ref() if ref is not None else None
+        if cache is not None:
+            cache.observe(module.layer_idx, query, key, kwargs.get("scaling") or module.scaling)
+        return out
+
+    return attention
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    for base in _WRAPPED:
+        AttentionInterface.register(f"kv-evict|{base}", _wrap(base))
+        AttentionMaskInterface.register(f"kv-evict|{base}", ALL_MASK_ATTENTION_FUNCTIONS[base])
+
+
+METRICS = [
+    MetricDef("kv.budget_tokens", "tokens", False, "KV entries kept per head and layer"),
+    MetricDef(
+        "kv.evicted_tokens",
+        "tokens",
+        False,
+        "KV entries evicted per head in layer 0 over the last generation: seen − kept",
+    ),
+]
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [KVEvict]
+
+
+@hookimpl
+def register_metrics() -> list[MetricDef]:
+    return METRICS

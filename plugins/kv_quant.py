@@ -1,0 +1,128 @@
+"""``kv-quant``: store the KV cache in 2, 4 or 8 bits (KIVI-style, transformers' QuantizedCache).
+
+Each generation gets a fresh ``transformers.QuantizedCache``. With the ``quanto`` and
+``hqq`` back-ends a layer keeps its past keys and values as integer codes with one scale
+and zero point per ``group_size`` values, plus a full-precision *residual* of at most
+``residual_length`` recent tokens; when the residual fills up, everything is dequantized,
+concatenated and re-quantized (the prompt is quantized right after prefill). Attention
+runs on dequantized copies, so compute is unchanged and only the stored bytes shrink.
+The ``fp8`` back-end stores ``float8_e4m3fn`` codes with one fp32 scale per layer and K/V,
+frozen at prefill; new tokens are appended (no residual).
+
+Bytes (what ``memory.kv_cache_bytes`` counts by walking the cache object, so packed codes,
+scales, zero points and the residual are all included): per layer and per K or V, with
+n quantized values, r residual tokens, dtype size s (bytes):
+  int back-ends ≈ n·bits/8 + (n/group_size)·2·4 (fp32 scale + zero) + r·heads·head_dim·s
+  fp8            = n + 4.
+
+Axes: ``axis_key`` / ``axis_value`` choose the dimension the groups run along; KIVI
+quantizes keys per channel and values per token. transformers' defaults (0, 0) are kept;
+quanto accepts 0 or −1, hqq 0 or 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+
+#: Import name of each back-end's library (None: plain torch).
+_LIBRARIES = {"quanto": "optimum.quanto", "hqq": "hqq", "fp8": None}
+_BITS = {"quanto": (2, 4), "hqq": (2, 4, 8), "fp8": (8,)}
+_AXES = {"quanto": (0, -1), "hqq": (0, 1)}
+
+
+class KVQuantConfig(Config):
+    bits: Literal[2, 4, 8] = Field(4, description="bits per cached value (before scales)")
+    backend: Literal["quanto", "hqq", "fp8"] = Field(
+        "quanto", description="quantizer: optimum-quanto, hqq (integer groups) or fp8 e4m3"
+    )
+    residual_length: int | None = Field(
+        None, ge=1, description="recent tokens kept in full precision (int back-ends; 128)"
+    )
+    group_size: int | None = Field(
+        None, ge=1, description="values per scale and zero point (int back-ends; 64)"
+    )
+    axis_key: int | None = Field(None, description="grouping axis of keys (int back-ends; 0)")
+    axis_value: int | None = Field(None, description="grouping axis of values (int back-ends; 0)")
+
+    @model_validator(mode="after")
+    def _combination(self) -> KVQuantConfig:
+        if self.bits not in _BITS[self.backend]:
+            raise ValueError(
+                f"backend {self.backend} stores {'/'.join(map(str, _BITS[self.backend]))} "
+                f"bits, not {self.bits}"
+            )
+        group_wise = {
+            "residual_length": self.residual_length,
+            "group_size": self.group_size,
+            "axis_key": self.axis_key,
+            "axis_value": self.axis_value,
+        }
+        if self.backend == "fp8":
+            given = [k for k, v in group_wise.items() if v is not None]
+            if given:
+                raise ValueError(
+                    f"backend fp8 scales per tensor and takes no {', '.join(given)}; "
+                    "use backend quanto or hqq for group-wise options"
+                )
+            return self
+        for name in ("axis_key", "axis_value"):
+            axis = group_wise[name]
+            if axis is not None and axis not in _AXES[self.backend]:
+                raise ValueError(
+                    f"{name} {axis} is not one of {_AXES[self.backend]} for backend {self.backend}"
+                )
+        return self
+
+
+class KVQuant(Technique):
+    """Quantize the KV cache with transformers' QuantizedCache."""
+
+    name = "kv-quant"
+    kind = frozenset({"inference"})
+    Config = KVQuantConfig
+
+    def check(self, env: Environment) -> None:
+        c: KVQuantConfig = self.config  # type: ignore[assignment]
+        library = _LIBRARIES[c.backend]
+        if library is None:
+            return
+        parts = library.split(".")
+        if not all(env.has(".".join(parts[: i + 1])) for i in range(len(parts))):
+            package = "optimum-quanto" if c.backend == "quanto" else "hqq"
+            raise Skip(f"backend {c.backend} needs {package}: pip install {package}")
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        config = prepared.model.config
+        kinds = set(getattr(config.get_text_config(decoder=True), "layer_types", None) or [])
+        if kinds - {"full_attention"}:
+            raise Skip(
+                f"QuantizedCache supports full-attention layers only; the model has {sorted(kinds)}"
+            )
+        prepared.make_cache = lambda: make_cache(self.config, config)  # type: ignore[arg-type]
+        return prepared
+
+
+def make_cache(c: KVQuantConfig, model_config: Any) -> Any:
+    """A fresh ``QuantizedCache`` for one generation."""
+    from transformers import QuantizedCache
+
+    if c.backend == "fp8":
+        return QuantizedCache("fp8", model_config)
+    return QuantizedCache(
+        c.backend,
+        model_config,
+        nbits=c.bits,
+        axis_key=c.axis_key,
+        axis_value=c.axis_value,
+        q_group_size=c.group_size,
+        residual_length=c.residual_length,
+    )
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [KVQuant]

@@ -1,0 +1,81 @@
+"""``lora`` and ``qlora``: low-rank adapters (Hu et al. 2021) with peft; QLoRA's NF4 base.
+
+LoRA freezes the base model and trains B·A (rank r, scaling α/r) beside each target linear
+layer; only the adapters receive gradients and optimizer state, so the optimizer (AdamW by
+default, or whatever a stacked optimizer technique supplies) holds 2 × adapter bytes.
+QLoRA (Dettmers et al. 2023) first quantizes the base linear layers to 4-bit NF4 with
+bitsandbytes (blocks of 64, as in the paper; the output head is kept), then adds the same
+adapters in fp32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoraConfig(Config):
+    rank: int = Field(8, ge=1, description="adapter rank r")
+    alpha: int = Field(16, ge=1, description="scaling numerator: update = α/r · B·A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="adapter input dropout")
+    targets: list[str] = Field(list(TARGETS), description="module names that get adapters")
+
+
+def add_adapters(model: Any, c: LoraConfig) -> Any:
+    """Wrap ``model`` in a peft ``PeftModel`` with LoRA adapters on ``c.targets``."""
+    import peft
+
+    config = peft.LoraConfig(
+        r=c.rank,
+        lora_alpha=c.alpha,
+        lora_dropout=c.dropout,
+        target_modules=list(c.targets),
+        task_type="CAUSAL_LM",
+    )
+    return peft.get_peft_model(model, config)
+
+
+class Lora(Technique):
+    """Frozen base, trainable low-rank adapters."""
+
+    name = "lora"
+    kind = frozenset({"training"})
+    Config = LoraConfig
+    mutates_weights = True
+
+    def check(self, env: Environment) -> None:
+        if not env.has("peft"):
+            raise Skip("peft is not installed: pip install 'bench[train]'")
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        prepared.model = add_adapters(prepared.model, self.config)  # type: ignore[arg-type]
+        return prepared
+
+
+class Qlora(Lora):
+    """LoRA adapters on a 4-bit NF4 (bitsandbytes) base model."""
+
+    name = "qlora"
+
+    def check(self, env: Environment) -> None:
+        super().check(env)
+        if not env.has("bitsandbytes"):
+            raise Skip("bitsandbytes is not installed: pip install bitsandbytes")
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        from plugins.quant_backends import quantize
+
+        quantize(prepared.model, "bitsandbytes", 4, "nf4", 64, ["lm_head"], ctx.device)
+        for p in prepared.model.parameters():
+            p.requires_grad_(False)
+        return super().prepare(prepared, ctx)
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [Lora, Qlora]

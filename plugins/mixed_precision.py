@@ -1,0 +1,40 @@
+"""``mixed-precision``: fp32 master weights, forward and loss under ``torch.autocast``.
+
+bf16 runs anywhere torch has bf16 autocast (CPU included); fp16 needs a loss scaler
+(``torch.amp.GradScaler``) and fast fp16 kernels, so it is CUDA-only here. The technique
+only sets ``Prepared.autocast_dtype``; the training loop applies it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+
+
+class MixedPrecisionConfig(Config):
+    dtype: Literal["bf16", "fp16"] = Field("bf16", description="autocast dtype")
+
+
+class MixedPrecision(Technique):
+    """Autocast forward and loss to bf16/fp16, keeping fp32 weights and optimizer."""
+
+    name = "mixed-precision"
+    kind = frozenset({"training"})
+    Config = MixedPrecisionConfig
+
+    def check(self, env: Environment) -> None:
+        if self.config.dtype == "fp16" and env.device_kind != "cuda":  # type: ignore[attr-defined]
+            raise Skip("fp16 mixed precision needs a GradScaler and fp16 kernels: CUDA only")
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        dtype = {"bf16": "bfloat16", "fp16": "float16"}[self.config.dtype]  # type: ignore[attr-defined]
+        prepared.autocast_dtype = dtype
+        return prepared
+
+
+@hookimpl
+def register_techniques() -> list[type[Technique]]:
+    return [MixedPrecision]

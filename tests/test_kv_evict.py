@@ -1,0 +1,120 @@
+"""``kv-evict``: each policy's choice of kept tokens, bounded bytes, identity without eviction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.testing import run_technique
+from plugins.kv_policies import H2OLayer, SnapKVLayer, StreamingLayer, attention_scores
+
+# tiny-random-llama: 2 layers, 2 KV heads, head_dim 16, fp32 → 512 bytes per cached token.
+PER_TOKEN = 2 * 2 * 2 * 16 * 4
+
+
+def _positions(layer: Any, n: int, heads: int = 2) -> Any:
+    """Fill ``layer`` with n tokens whose key channel 0 holds the token's position."""
+    import torch
+
+    keys = torch.arange(n, dtype=torch.float32).view(1, 1, n, 1).expand(1, heads, n, 4).clone()
+    layer.update(keys, keys.clone())
+    return layer
+
+
+def test_streaming_keeps_sinks_and_recent_window() -> None:
+    layer = _positions(StreamingLayer(budget=6, sink=2), 10)
+    assert layer.keys[0, 0, :, 0].tolist() == [0, 1, 6, 7, 8, 9]
+    assert (layer.evicted, layer.get_seq_length()) == (4, 10)
+    assert layer.get_mask_sizes(1) == (7, 4)  # kept + query, first kept slot at position 4
+
+
+def test_h2o_keeps_heavy_hitters_per_kv_head_and_recent() -> None:
+    import torch
+
+    layer = _positions(H2OLayer(budget=5, recent=2), 8)
+    scores = torch.zeros(1, 2, 8)
+    scores[0, 0, [1, 3, 4]] = 1.0  # head 0's heavy hitters
+    scores[0, 1, [0, 2, 5]] = 1.0  # head 1's
+    layer._evict(scores)
+    assert layer.keys[0, 0, :, 0].tolist() == [1, 3, 4, 6, 7]
+    assert layer.keys[0, 1, :, 0].tolist() == [0, 2, 5, 6, 7]
+    assert layer.scores.shape == (1, 2, 5)
+
+
+def test_snapkv_keeps_pooled_top_positions_and_window() -> None:
+    import torch
+
+    layer = _positions(SnapKVLayer(budget=5, window=2, kernel=1), 9)
+    scores = torch.zeros(1, 2, 9)
+    scores[0, :, [2, 4, 5]] = torch.tensor([3.0, 2.0, 1.0])
+    layer.window = 2
+    layer._evict(scores)
+    assert layer.keys[0, 0, :, 0].tolist() == [2, 4, 5, 7, 8]
+
+
+def test_attention_scores_are_causal_and_grouped() -> None:
+    import torch
+
+    query = torch.zeros(1, 4, 2, 8)  # 4 query heads over 2 KV heads, 2 queries
+    keys = torch.zeros(1, 2, 3, 8)  # equal logits: uniform over the visible keys
+    scores = attention_scores(query, keys, 1.0)
+    # query 0 sees keys 0..1 (½ each), query 1 sees 0..2 (⅓ each); 2 heads per group
+    expected = 2 * torch.tensor([1 / 2 + 1 / 3, 1 / 2 + 1 / 3, 1 / 3])
+    assert torch.allclose(scores[0, 0], expected) and torch.allclose(scores[0, 1], expected)
+
+
+@pytest.mark.parametrize("policy", ["streaming", "h2o"])
+def test_bytes_stay_at_the_budget_as_context_grows(policy: str) -> None:
+    values = []
+    for prompt in (64, 160):
+        result = run_technique(
+            {"kv-evict": {"policy": policy, "budget_tokens": 48}},
+            workload={"prompt_tokens": prompt, "new_tokens": 8},
+        )
+        assert result.status == "ok", result.reason
+        assert result.value("kv.evicted_tokens") == prompt + 8 - 1 - 48
+        assert result.value("kv.budget_tokens") == 48
+        values.append(result.value("memory.kv_cache_bytes"))
+    scores = 2 * 2 * 48 * 4 if policy == "h2o" else 0  # fp32 score per kept key and head
+    assert values == [48 * PER_TOKEN + scores] * 2
+
+
+def test_snapkv_bounds_the_prompt_and_appends_generated_tokens() -> None:
+    result = run_technique(
+        {"kv-evict": {"policy": "snapkv", "budget_tokens": 48, "window": 8}},
+        workload={"prompt_tokens": 160, "new_tokens": 8},
+    )
+    assert result.status == "ok", result.reason
+    assert result.value("memory.kv_cache_bytes") == (48 + 7) * PER_TOKEN
+    assert result.value("kv.evicted_tokens") == 160 - 48
+
+
+@pytest.mark.parametrize("policy", ["streaming", "h2o", "snapkv"])
+def test_a_budget_above_the_context_changes_nothing(policy: str) -> None:
+    """No eviction → the same greedy tokens as the plain cache (positions and masks)."""
+    import torch
+
+    from harness.environment import Environment
+    from harness.models import BuiltinSource
+    from harness.technique import Context, Prepared
+    from plugins.kv_evict import KVEvict, KVEvictConfig
+
+    loaded = BuiltinSource().load("tiny-random-llama")
+    ids = torch.randint(5, 200, (1, 40), generator=torch.Generator().manual_seed(0))
+    kw = {"max_new_tokens": 10, "min_new_tokens": 10, "do_sample": False, "pad_token_id": 0}
+    with torch.inference_mode():
+        base = loaded.model.generate(ids, **kw)
+        ctx = Context(
+            "cpu", "tiny", loaded.tokenizer, {"name": "generate"}, Environment.detect("cpu")
+        )
+        tech = KVEvict(KVEvictConfig(policy=policy, budget_tokens=64))  # type: ignore[arg-type]
+        prepared = tech.prepare(Prepared(model=loaded.model), ctx)
+        assert prepared.make_cache is not None
+        try:
+            out = loaded.model.generate(ids, past_key_values=prepared.make_cache(), **kw)
+        finally:
+            for undo in prepared.cleanup:
+                undo()
+    assert out.tolist() == base.tolist()
+    assert loaded.model.config._attn_implementation in ("sdpa", "eager")
