@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 COLUMNS = (
     ("latency.ttft_s", "TTFT ms", 1e3, "{:.1f}"),
     ("latency.tpot_s", "TPOT ms", 1e3, "{:.2f}"),
-    ("throughput.decode_tok_s", "decode tok/s", 1, "{:.1f}"),
     ("memory.peak_alloc_bytes", "peak MiB", 2**-20, "{:.1f}"),
     ("memory.weights_bytes", "weights MiB", 2**-20, "{:.1f}"),
     ("memory.kv_cache_bytes", "KV MiB", 2**-20, "{:.2f}"),
+    ("accuracy.perplexity", "PPL", 1, "{:.3f}"),
+    ("accuracy.passkey", "passkey", 1, "{:.2f}"),
     ("energy.j_per_token", "J/token", 1, "{:.3f}"),
 )
 
@@ -144,8 +145,12 @@ def print_results(
     workloads = _varying_params(list(frame["workload"]))
     title = " · ".join(str(frame[c].iloc[0]) for c in fixed)
     table = Table(*varying, "workload", "status", *(c[1] for c in shown), title=title)
+    table.columns[varying.index("technique")].overflow = "fold"
+    reasons: dict[str, int] = {}  # a footnote per distinct reason, listed under the table
     for i, row in enumerate(frame.to_dict("records")):
-        status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
+        status = row["status"]
+        if status != "ok":
+            status += f" [{reasons.setdefault(str(row['reason']), len(reasons) + 1)}]"
         if row.get("stats.noisy") == 1.0:
             status += " ~"
         table.add_row(
@@ -155,6 +160,8 @@ def print_results(
             *(_fmt(row, c[0], c[2], c[3]) for c in shown),
         )
     console.print(table)
+    for reason, n in reasons.items():
+        console.print(f"[{n}] {reason}", markup=False)
     console.print(
         "Numbers are medians over the measured repeats; ± is half the 95% confidence interval "
         "of the median; ~ after the status marks a noisy cell (TPOT's half-interval above 5% "

@@ -77,7 +77,10 @@ class WorkerHandle:
                 cell, "timeout", f"cell ran longer than {cell.policy.timeout_s:g} s", started
             )
         except (EOFError, BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
-            code = self.proc.exitcode if self.proc is not None else None
+            code = None
+            if self.proc is not None:
+                self.proc.join(5)  # the pipe closes before the exit status can be read
+                code = self.proc.exitcode
             self.kill()
             if code == -signal.SIGKILL:
                 return _failed(
@@ -86,7 +89,7 @@ class WorkerHandle:
                     "worker killed by SIGKILL (most likely the kernel's out-of-memory killer)",
                     started,
                 )
-            detail = f"worker exited with code {code}" if code is not None else str(exc)
+            detail = f"worker exited with code {code}" if code is not None else repr(exc)
             return _failed(cell, "crashed", detail, started)
 
     def kill(self) -> None:

@@ -68,6 +68,17 @@ class Prepared:
     autocast_dtype: str | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
+    def set_cache(self, make_cache: Callable[[], Any], technique: str) -> None:
+        """Set ``make_cache``; skips the cell when an earlier technique of the stack set it."""
+        if self.make_cache is not None:
+            from harness.errors import Skip
+
+            raise Skip(
+                f"{technique} and an earlier technique of this stack both build the KV cache; "
+                "such stacks do not combine yet"
+            )
+        self.make_cache = make_cache
+
 
 _ConfigBase = Config
 

@@ -100,6 +100,7 @@ class KVEvict(Technique):
             ctx.state["tally"] = layers[0].tally = {"evicted": 0}  # the last generation's
             return cache
 
+        prepared.set_cache(make_cache, self.name)
         _register()
         model.set_attn_implementation(f"kv-evict|{base}")
 
@@ -109,7 +110,6 @@ class KVEvict(Technique):
                 vars(module).pop("_kv_evict_cache", None)
 
         prepared.cleanup.append(undo)
-        prepared.make_cache = make_cache
         return prepared
 
     def budget(self, ctx: Context) -> int:

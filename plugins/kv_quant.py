@@ -102,7 +102,7 @@ class KVQuant(Technique):
             raise Skip(
                 f"QuantizedCache supports full-attention layers only; the model has {sorted(kinds)}"
             )
-        prepared.make_cache = lambda: make_cache(self.config, config)  # type: ignore[arg-type]
+        prepared.set_cache(lambda: make_cache(self.config, config), self.name)  # type: ignore[arg-type]
         return prepared
 
 

@@ -84,7 +84,7 @@ class Offload(Technique):
                 caches[:] = [cache]  # the latest only: metrics count what it holds
                 return cache
 
-            prepared.make_cache = make_cache
+            prepared.set_cache(make_cache, self.name)
         return prepared
 
     def metrics(self, ctx: Context) -> dict[str, float]:

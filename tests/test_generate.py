@@ -90,6 +90,19 @@ def test_suppress_eos_gives_the_tokens_of_min_new_tokens() -> None:
     assert eos not in ours[:, 12:].tolist()[0]
 
 
+def test_grounded_prompts_restart_their_own_passage() -> None:
+    from harness.assets import shakespeare_text
+    from harness.models import BuiltinSource
+
+    tokenizer = BuiltinSource().load("tiny-random-llama").tokenizer
+    text = shakespeare_text("prompt")
+    plain = prompt_ids(tokenizer, text, 2, 10).tolist()
+    grounded = prompt_ids(tokenizer, text, 2, 10, grounded=True).tolist()
+    pool = plain[0] + plain[1]
+    # passages of ⌈3/4 · 10⌉ = 8 tokens, each followed by its own first 2 tokens
+    assert grounded == [pool[:8] + pool[:2], pool[8:16] + pool[8:10]]
+
+
 def test_eos_token_ids() -> None:
     class Config:
         eos_token_id: Any = None

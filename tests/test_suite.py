@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,20 @@ workload:
 
 def test_inference_suite_expands_to_the_full_matrix(registry) -> None:  # type: ignore[no-untyped-def]
     suite = load_suite(ROOT / "suites/inference.yaml", registry, devices=["cpu"])
-    # baseline + precision × {bf16, fp16}, × prompt_tokens {64, 256} × batch {1, 4}
-    assert len(suite.cells) == 3 * 2 * 2
-    labels = {c.label for c in suite.cells}
-    assert labels == {"baseline", "precision(dtype=bf16)", "precision(dtype=fp16)"}
-    assert len({c.key for c in suite.cells}) == 12
+    count = Counter(c.stack[0].name for c in suite.cells)
+    # prompt_tokens {64, 256} × batch {1, 4}, plus grounded prompts at batch 1 for the
+    # baseline and prompt lookup; weight-quant and gqa at 64 × 1, KV techniques at 256 × 1
+    assert count == {
+        "baseline": 4 + 2,
+        "precision": 2 * 4,
+        "weight-quant": 5,
+        "gqa": 2,
+        "offload": 2 * 4,
+        "kv-quant": 2,
+        "kv-evict": 3,
+        "speculative": 2 * 2,
+    }
+    assert len({c.key for c in suite.cells}) == len(suite.cells) == 38
 
 
 def test_auto_device_picks_the_first_gpu() -> None:

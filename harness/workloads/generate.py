@@ -53,6 +53,11 @@ class GenerateParams(Config):
     new_tokens: int = Field(32, ge=2, description="tokens generated, exact (EOS ignored)")
     batch_size: int = Field(1, ge=1, description="prompts generated together")
     text: str = Field("shakespeare", description="text source the prompts are cut from")
+    grounded: bool = Field(
+        False,
+        description="input-grounded prompts: each ends by restarting its own text, so the "
+        "continuation is in the prompt (as in summarising or editing); see prompt_ids",
+    )
 
 
 class _TokenClock:
@@ -122,17 +127,27 @@ def _token_pool(tokenizer: Any, text: str, needed: int) -> tuple[int, ...]:
         chars = min(len(text), chars * 2)
 
 
-def prompt_ids(tokenizer: Any, text: str, batch_size: int, prompt_tokens: int) -> Any:
-    """``batch_size`` consecutive, distinct windows of exactly ``prompt_tokens`` tokens."""
+def prompt_ids(
+    tokenizer: Any, text: str, batch_size: int, prompt_tokens: int, *, grounded: bool = False
+) -> Any:
+    """``batch_size`` consecutive, distinct windows of exactly ``prompt_tokens`` tokens.
+
+    Grounded: a window is a passage of ``a`` = ⌈3/4 · prompt_tokens⌉ tokens followed by its
+    first ``prompt_tokens − a`` tokens again, so the next ``2a − prompt_tokens`` tokens of
+    the passage continue it: text the model can copy from its prompt.
+    """
     import torch
 
-    needed = batch_size * prompt_tokens
+    passage = -(-3 * prompt_tokens // 4) if grounded else prompt_tokens
+    needed = batch_size * passage
     pool = _token_pool(tokenizer, text, needed)
     if len(pool) < needed:
         raise ValueError(
-            f"the text holds {len(pool)} tokens, fewer than batch_size × prompt_tokens = {needed}"
+            f"the text holds {len(pool)} tokens, fewer than the {needed} the prompts need"
         )
-    return torch.tensor(pool[:needed], dtype=torch.long).view(batch_size, prompt_tokens)
+    rows = [pool[i * passage : (i + 1) * passage] for i in range(batch_size)]
+    rows = [row + row[: prompt_tokens - passage] for row in rows]
+    return torch.tensor(rows, dtype=torch.long)
 
 
 class Generate(Workload):
@@ -145,7 +160,8 @@ class Generate(Workload):
         import torch
 
         p: GenerateParams = self.params  # type: ignore[assignment]
-        ids = prompt_ids(ctx.tokenizer, ctx.text(p.text, "prompt"), p.batch_size, p.prompt_tokens)
+        text = ctx.text(p.text, "prompt")
+        ids = prompt_ids(ctx.tokenizer, text, p.batch_size, p.prompt_tokens, grounded=p.grounded)
         ids = ids.to(ctx.device)
         pad = ctx.tokenizer.pad_token_id
         model = prepared.model
