@@ -31,7 +31,7 @@ def test_every_probe_on_every_device_with_its_reason() -> None:
         (name, device) for name in registry.probes for device in devices
     ]
     kinds = {s.probe: s.kind for s in d.probes}
-    assert kinds["nvml-energy"] == kinds["nvml-power"] == kinds["rapl"] == "energy"
+    assert kinds["nvml-counter"] == kinds["nvml-power"] == kinds["rapl"] == "energy"
     assert kinds["cpu-allocator"] == kinds["rss"] == "memory"
     on_cpu = {s.probe: s.reason for s in d.probes if s.device == "cpu"}
     assert on_cpu["cpu-allocator"] is None
@@ -64,13 +64,13 @@ def test_screen_shows_the_reasons_stored_with_null_energy() -> None:
 def test_energy_meter_picks_the_first_available() -> None:
     probes = (
         ProbeStatus("rss", "memory", "cpu", None),
-        ProbeStatus("nvml-energy", "energy", "cpu", "no NVIDIA GPU"),
+        ProbeStatus("nvml-counter", "energy", "cpu", "no NVIDIA GPU"),
         ProbeStatus("rapl", "energy", "cpu", None),
-        ProbeStatus("nvml-energy", "energy", "cuda:0", None),
+        ProbeStatus("nvml-counter", "energy", "cuda:0", None),
     )
     d = Diagnosis("cpu", 2, 2**30, {"cuda:0": "GPU"}, None, probes, {}, ())
     assert d.energy_meter("cpu") == "rapl"
-    assert d.energy_meter("cuda:0") == "nvml-energy"
+    assert d.energy_meter("cuda:0") == "nvml-counter"
     assert d.energy_meter("cuda:1") is None
     text = _text(d)
     assert "Energy on cpu: measured by rapl." in text
@@ -84,4 +84,4 @@ def test_bench_doctor_exits_zero() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "bench doctor: what this machine can measure" in done.stdout
-    assert "nvml-energy" in done.stdout and "rapl" in done.stdout
+    assert "nvml-counter" in done.stdout and "rapl" in done.stdout

@@ -163,7 +163,7 @@ def test_reason_names_every_energy_probe() -> None:
     probes = [cls("cpu") for cls in register_probes()]
     reason = energy_unavailable_reason(probes)
     assert [part.split(":")[0] for part in reason.split("; ")] == [
-        "nvml-energy",
+        "nvml-counter",
         "nvml-power",
         "rapl",
     ]

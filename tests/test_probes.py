@@ -56,11 +56,11 @@ def test_hooks_register_every_builtin_probe_and_metric() -> None:
         "rss",
         "cuda-allocator",
         "nvml-memory",
-        "nvml-energy",
+        "nvml-counter",
         "nvml-power",
         "rapl",
     ]
-    energy = {"nvml-energy", "nvml-power", "rapl"}
+    energy = {"nvml-counter", "nvml-power", "rapl"}
     assert {cls.name for cls in probes if harness.probes.is_energy_probe(cls)} == energy
     assert {cls.phase for cls in probes if cls.name not in energy} == {"memory"}
 
@@ -92,7 +92,7 @@ def test_availability_on_this_cpu_machine() -> None:
         cls.name for cls in harness.probes.register_probes() if not cls("cpu").unavailable()
     }
     assert {"cpu-allocator", "rss"} <= available
-    assert not {"cuda-allocator", "nvml-memory", "nvml-energy", "nvml-power"} & available
+    assert not {"cuda-allocator", "nvml-memory", "nvml-counter", "nvml-power"} & available
 
 
 def test_null_values_carry_reason_and_units() -> None:
@@ -398,7 +398,7 @@ def test_power_polling_thread_samples_a_linear_ramp() -> None:
 def test_power_probe_defers_to_the_energy_counter() -> None:
     probe = NvmlPowerProbe("cuda:0", nvml=ReplayNvml(energy_mj=[1_000], power_mw=[50_000]))
     assert probe.unavailable() == (
-        "cuda:0 has NVML's total-energy counter, which nvml-energy reads; power polling is "
+        "cuda:0 has NVML's total-energy counter, which nvml-counter reads; power polling is "
         "only the fallback for GPUs without it"
     )
 

@@ -96,7 +96,7 @@ def test_unavailable_reasons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     ReplayRapl(tmp_path / "gpu", {"intel-rapl:0": "package-0"})
     assert RaplProbe("cuda:0", root=tmp_path / "gpu").unavailable() == (
-        "rapl measures the CPU package; device 'cuda:0' is measured by nvml-energy or nvml-power"
+        "rapl measures the CPU package; device 'cuda:0' is measured by nvml-counter or nvml-power"
     )
 
     ReplayRapl(tmp_path / "locked", {"intel-rapl:0": "package-0"})

@@ -215,7 +215,7 @@ class NvmlEnergyProbe(_NvmlProbe):
     than that must be extended by repetition.
     """
 
-    name: ClassVar[str] = "nvml-energy"
+    name: ClassVar[str] = "nvml-counter"
     phase: ClassVar[Phase] = "timing"
     metrics: ClassVar[tuple[MetricDef, ...]] = (ENERGY_TOTAL_J,)
     source: ClassVar[str] = "nvml-counter"
@@ -243,7 +243,7 @@ class NvmlEnergyProbe(_NvmlProbe):
         nvml, handle = self._ready()
         at_start = self._mj_at_start
         if at_start is None:
-            raise RuntimeError("nvml-energy: stop() called without start()")
+            raise RuntimeError("nvml-counter: stop() called without start()")
         self._mj_at_start = None
         delta_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)) - at_start
         if delta_mj < 0:
@@ -299,7 +299,7 @@ class NvmlPowerProbe(_NvmlProbe):
     and newer, where it would smear the window's edges. Short windows therefore carry a
     large relative error: ``policy.min_energy_window_s`` extends them. Because the counter
     is more precise, this probe declares itself unavailable where
-    ``nvmlDeviceGetTotalEnergyConsumption`` works: ``nvml-energy`` measures those GPUs.
+    ``nvmlDeviceGetTotalEnergyConsumption`` works: ``nvml-counter`` measures those GPUs.
     """
 
     name: ClassVar[str] = "nvml-power"
@@ -337,7 +337,7 @@ class NvmlPowerProbe(_NvmlProbe):
             pass  # no counter: polling is the fallback
         else:
             raise _Unavailable(
-                f"{self.device} has NVML's total-energy counter, which nvml-energy reads; "
+                f"{self.device} has NVML's total-energy counter, which nvml-counter reads; "
                 "power polling is only the fallback for GPUs without it"
             )
         try:

@@ -92,7 +92,7 @@ class RaplProbe(Probe):
     ``start()`` and ``stop()`` read ``energy_uj`` of every counted zone
     (``discover_zones``); the window's energy is the sum over zones of
     ``counter_delta_uj`` (wrap-around handled with ``max_energy_range_uj``), in joules.
-    It measures cells on the ``cpu`` device; a GPU cell is measured by ``nvml-energy``.
+    It measures cells on the ``cpu`` device; a GPU cell is measured by ``nvml-counter``.
 
     Accuracy limits: RAPL is modelled on Intel parts before Haswell and measured since
     (Hackenberg et al. 2015; Khan et al., ACM TOMPECS 2018); it covers every process on
@@ -125,7 +125,7 @@ class RaplProbe(Probe):
         if self.device.split(":", 1)[0] != "cpu":
             return (
                 f"rapl measures the CPU package; device {self.device!r} is measured by "
-                "nvml-energy or nvml-power"
+                "nvml-counter or nvml-power"
             )
         if self._zones is not None:
             return None
