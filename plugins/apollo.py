@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
-from harness.workloads.train import train_params, trainable
+from harness.workloads.train import train_params
+from plugins.galore import projected_groups
 
 
 class ApolloConfig(Config):
@@ -43,29 +44,22 @@ class Apollo(Technique):
             raise Skip("apollo-torch is not installed: pip install 'bench[train]'")
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        from plugins.galore import projected_params
-
         c: ApolloConfig = self.config  # type: ignore[assignment]
         lr = train_params(ctx.workload).lr
 
         def factory(model: Any) -> Any:
             import apollo_torch
 
-            params = trainable(model)
-            low = projected_params(model, c.targets)
-            low_ids = {id(p) for p in low}
-            groups = [
-                {"params": [p for p in params if id(p) not in low_ids]},
-                {
-                    "params": low,
-                    "rank": c.rank,
-                    "proj": "random",
-                    "scale_type": self.scale_type,
-                    "scale": c.scale,
-                    "update_proj_gap": c.update_proj_gap,
-                    "proj_type": "std",
-                },
-            ]
+            groups = projected_groups(
+                model,
+                c.targets,
+                rank=c.rank,
+                proj="random",
+                scale_type=self.scale_type,
+                scale=c.scale,
+                update_proj_gap=c.update_proj_gap,
+                proj_type="std",
+            )
             return apollo_torch.APOLLOAdamW(groups, lr=lr)
 
         prepared.optimizer_factory = factory

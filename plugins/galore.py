@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
-from harness.workloads.train import train_params
+from harness.workloads.train import train_params, trainable
 
 
 class GaLoreConfig(Config):
@@ -50,6 +50,15 @@ def projected_params(model: Any, targets: Sequence[str]) -> list[Any]:
     ]
 
 
+def projected_groups(model: Any, targets: Sequence[str], **options: Any) -> list[dict[str, Any]]:
+    """Two parameter groups: the trainable parameters left as they are, and the projected
+    weights of ``targets`` with the low-rank ``options`` (GaLore and APOLLO read them)."""
+    low = projected_params(model, targets)
+    low_ids = {id(p) for p in low}
+    rest = [p for p in trainable(model) if id(p) not in low_ids]
+    return [{"params": rest}, {"params": low, **options}]
+
+
 class GaLore(Technique):
     """Low-rank projected optimizer states for the attention and MLP weights."""
 
@@ -70,21 +79,14 @@ class GaLore(Technique):
         def factory(model: Any) -> Any:
             import galore_torch
 
-            from harness.workloads.train import trainable
-
-            params = trainable(model)
-            low = projected_params(model, c.targets)
-            low_ids = {id(p) for p in low}
-            groups = [
-                {"params": [p for p in params if id(p) not in low_ids]},
-                {
-                    "params": low,
-                    "rank": c.rank,
-                    "update_proj_gap": c.update_proj_gap,
-                    "scale": c.scale,
-                    "proj_type": "std",
-                },
-            ]
+            groups = projected_groups(
+                model,
+                c.targets,
+                rank=c.rank,
+                update_proj_gap=c.update_proj_gap,
+                scale=c.scale,
+                proj_type="std",
+            )
             if c.optimizer == "adafactor":
                 return galore_torch.GaLoreAdafactor(
                     groups, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False

@@ -449,3 +449,31 @@ def test_dashboard_imports_neither_torch_nor_plugins() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_leaderboard_deltas_match_bench_export(tmp_path: Path) -> None:
+    """Δ% on the Leaderboard = (stack / baseline − 1) × 100, recomputed from `bench export`."""
+    demo = fill_demo_db(f"sqlite:///{tmp_path / 'bench.db'}")
+    snapshot = load_snapshot(demo.url)
+    table = leaderboard(snapshot.cells, "smollm2-135m", "cpu", WORKLOAD_LABEL, [TPOT, MEM], defs=D)
+    (run_id,) = set(table["run_id"])
+    csv = tmp_path / "export.csv"
+    bench = [sys.executable, "-m", "harness", "export", "--db", demo.url, "--format", "csv"]
+    done = subprocess.run(
+        [*bench, "--run", str(run_id), "-o", str(csv)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    exported = pd.read_csv(csv)
+    exported = exported[(exported["model"] == "smollm2-135m") & (exported["device"] == "cpu")]
+    exported = exported.set_index("technique")
+    checked = 0
+    for row in table.to_dict("records"):
+        for metric in (TPOT, MEM):
+            value, base = exported.loc[row["technique"], metric], exported.loc["baseline", metric]
+            shown = row[metric + DELTA_SUFFIX]
+            if math.isnan(value):
+                assert math.isnan(shown)
+                continue
+            assert shown == pytest.approx((value / base - 1) * 100, rel=1e-9)
+            checked += 1
+    assert checked >= 10
