@@ -69,6 +69,22 @@ def axis_title(metric: str, defs: Mapping[str, MetricDef]) -> str:
     return f"{metric} ({shown}, {direction})" if shown else f"{metric} ({direction})"
 
 
+LOG_SPAN = 100.0
+"""An axis whose positive values span more than this factor is drawn on a log scale, so that
+one broken stack (2-bit perplexity in the hundred thousands) does not flatten the rest."""
+
+
+def _axis(field: str, title: str, values: list[float]) -> dict[str, Any]:
+    finite = [v for v in values if not _isnan(v)]
+    log = bool(finite) and min(finite) > 0 and max(finite) / min(finite) > LOG_SPAN
+    return {
+        "field": field,
+        "type": "quantitative",
+        "title": f"{title}, log scale" if log else title,
+        "scale": {"type": "log"} if log else {"zero": False},
+    }
+
+
 def frontier_spec(
     points: pd.DataFrame,
     x: str,
@@ -125,18 +141,8 @@ def frontier_spec(
             record[key] = None if _isnan(column) else column * factor
         records.append(record)
 
-    x_enc = {
-        "field": "x",
-        "type": "quantitative",
-        "title": axis_title(x, defs),
-        "scale": {"zero": False},
-    }
-    y_enc = {
-        "field": "y",
-        "type": "quantitative",
-        "title": axis_title(y, defs),
-        "scale": {"zero": False},
-    }
+    x_enc = _axis("x", axis_title(x, defs), [r["x"] for r in records])
+    y_enc = _axis("y", axis_title(y, defs), [r["y"] for r in records])
     tooltip = [
         {"field": "technique", "title": "stack"},
         {"field": "model"},

@@ -59,6 +59,17 @@ KEY_METRICS = (
 )
 
 #: Peak-memory metrics in order of preference for the default frontier axes.
+# The accuracy axis of the default charts, first measured one wins (else the first by name).
+ACCURACY_METRICS = ("accuracy.perplexity", "accuracy.decode_perplexity", "accuracy.passkey")
+
+
+def busiest_workload(cells: pd.DataFrame) -> str:
+    """The workload with the most technique stacks (ties: the first by name): the default
+    view, since a suite often runs its few long cells on a workload of their own."""
+    counts = cells.groupby("workload")["technique"].nunique()
+    return str(counts.sort_index().idxmax())
+
+
 PEAK_MEMORY_METRICS = (
     "memory.peak_alloc_bytes",
     "memory.window_peak_bytes",
@@ -179,7 +190,10 @@ def default_axes(available: Iterable[str]) -> list[tuple[str, str]]:
     names = list(available)
     memory = next((m for m in PEAK_MEMORY_METRICS if m in names), None)
     tpot = "latency.tpot_s" if "latency.tpot_s" in names else None
-    accuracy = next((m for m in sorted(names) if m.startswith("accuracy.")), None)
+    measured = [m for m in ACCURACY_METRICS if m in names]
+    accuracy = next(iter(measured), None) or next(
+        (m for m in sorted(names) if m.startswith("accuracy.")), None
+    )
     pairs: list[tuple[str, str]] = []
     if accuracy is not None:
         pairs = [(x, accuracy) for x in (memory, tpot) if x is not None]

@@ -18,6 +18,7 @@ from dashboard.data import cell_detail, load_snapshot, run_detail
 from dashboard.queries import (
     DELTA_SUFFIX,
     baseline_deltas,
+    busiest_workload,
     compare_frames,
     default_axes,
     delta_is_better,
@@ -96,6 +97,26 @@ def test_metric_columns_skip_identity_ci_and_text() -> None:
 
 def test_default_axes_with_accuracy() -> None:
     assert default_axes([TPOT, MEM, PPL, TOK]) == [(MEM, PPL), (TPOT, PPL)]
+
+
+def test_default_axes_prefer_perplexity_among_accuracy_metrics() -> None:
+    kl, bpb = "accuracy.kl_div", "accuracy.bits_per_byte"
+    assert default_axes([MEM, bpb, PPL, kl]) == [(MEM, PPL)]
+    assert default_axes([MEM, kl, bpb]) == [(MEM, bpb)]
+
+
+def test_busiest_workload_has_the_most_stacks() -> None:
+    cells = frame(
+        [
+            {"technique": "baseline", "workload": "a"},
+            {"technique": "baseline", "workload": "b"},
+            {"technique": "quant", "workload": "b"},
+            {"technique": "quant", "workload": "b", "run_id": 2},
+            {"technique": "evict", "workload": "c"},
+            {"technique": "baseline", "workload": "c"},
+        ]
+    )
+    assert busiest_workload(cells) == "b"  # b and c have two stacks each: the first by name
 
 
 def test_default_axes_fall_back_to_memory_vs_tpot() -> None:
@@ -367,6 +388,21 @@ def test_frontier_spec_layers_and_data() -> None:
     assert point["opacity"]["value"] == pytest.approx(0.3)
     assert {t["field"] for t in point["tooltip"]} >= {"technique", "x_text", "y_text"}
     assert spec["layer"][3]["encoding"]["x"]["title"].startswith(MEM + " (MiB")
+
+
+def test_frontier_axis_turns_logarithmic_beyond_a_hundredfold_span() -> None:
+    linear = frontier_spec(demo_points(), MEM, PPL, D)["layer"][3]["encoding"]
+    assert linear["y"]["scale"] == {"zero": False}
+    cells = frame(
+        [
+            {"technique": "baseline", MEM: 2**30, PPL: 10.0},
+            {"technique": "w(bits=2)", MEM: 2**27, PPL: 1001.0},  # 100.1× the best
+        ]
+    )
+    spec = frontier_spec(frontier_frame(cells, MEM, PPL, D), MEM, PPL, D)
+    y = spec["layer"][3]["encoding"]["y"]
+    assert y["scale"] == {"type": "log"} and y["title"].endswith("log scale")
+    assert spec["layer"][3]["encoding"]["x"]["scale"] == {"zero": False}  # 8× only
 
 
 def test_frontier_spec_facets() -> None:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard.charts import format_value, frontier_spec
 from dashboard.data import Snapshot
-from dashboard.queries import default_axes, directed_metrics, frontier_frame
+from dashboard.queries import busiest_workload, default_axes, directed_metrics, frontier_frame
 from dashboard.views.common import pick
 
 TITLE = "Pareto frontier"
@@ -23,7 +23,7 @@ def render(snapshot: Snapshot) -> None:
         return
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
     workloads = sorted(ok["workload"].unique())
-    workload = pick("Workload", workloads, key="pf_workload", container=c1)
+    workload = pick("Workload", workloads, busiest_workload(ok), key="pf_workload", container=c1)
     here = ok[ok["workload"] == workload]
     all_models = sorted(here["model"].unique())
     models = c2.multiselect("Models", all_models, default=all_models, key="pf_models")

@@ -8,6 +8,7 @@ from dashboard.data import Snapshot
 from dashboard.queries import (
     BASELINE,
     KEY_METRICS,
+    busiest_workload,
     leaderboard,
     measured_metrics,
 )
@@ -34,8 +35,9 @@ def render(snapshot: Snapshot) -> None:
     here = cells[cells["model"] == model]
     device = pick("Device", sorted(here["device"].unique()), key="lb_device", container=middle)
     here = here[here["device"] == device]
+    workloads = sorted(here["workload"].unique())
     workload = pick(
-        "Workload", sorted(here["workload"].unique()), key="lb_workload", container=right
+        "Workload", workloads, busiest_workload(here), key="lb_workload", container=right
     )
 
     available = measured_metrics(cells)
