@@ -42,14 +42,14 @@ def test_inference_suite_expands_to_the_full_matrix(registry) -> None:  # type: 
     assert count == {
         "baseline": 4 + 2,
         "precision": 2 * 4,
-        "weight-quant": 5,
+        "weight-quant": 3 + 2 + 3 + 4,
         "gqa": 2,
         "offload": 2 * 4,
         "kv-quant": 2,
         "kv-evict": 3,
         "speculative": 2 * 2,
     }
-    assert len({c.key for c in suite.cells}) == len(suite.cells) == 38
+    assert len({c.key for c in suite.cells}) == len(suite.cells) == 45
 
 
 def test_auto_device_picks_the_first_gpu() -> None:
