@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable
@@ -74,10 +76,23 @@ def run(suite: Path, db: str | None, rerun: bool, dry_run: bool) -> None:
             "'--rerun' measures them again."
         )
     report.print_results(store, suite=spec.name, keys={c.key for c in spec.cells})
-    click.echo(f"\nResults are in {store.url}. Open the dashboard: bench dashboard{_db_arg(db)}")
+    click.echo(
+        f"\nResults are in {store.url}. Open the dashboard: {_command()} dashboard{_db_arg(db)}"
+    )
     if summary.failed:
         click.echo(f"{summary.failed} cell(s) failed; see the status and reason columns.")
         sys.exit(EXIT_CELLS_FAILED)
+
+
+def _command() -> str:
+    """How to call bench again: ``bench`` when that is on PATH, else the path it ran from
+    (``.venv/bin/bench`` after ``make run``)."""
+    ran = Path(sys.argv[0])
+    on_path = shutil.which("bench")
+    if ran.name != "bench" or (on_path and Path(on_path).resolve() == ran.resolve()):
+        return "bench"
+    relative = os.path.relpath(ran)
+    return str(ran) if relative.startswith("..") else relative
 
 
 def _db_arg(db: str | None) -> str:
