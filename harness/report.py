@@ -30,6 +30,11 @@ COLUMNS = (
     ("accuracy.perplexity", "PPL", 1, "{:.3f}"),
     ("accuracy.passkey", "passkey", 1, "{:.2f}"),
     ("energy.j_per_token", "J/token", 1, "{:.3f}"),
+    # training (a suite shows the columns its cells measured)
+    ("latency.step_s", "step s", 1, "{:.3f}"),
+    ("memory.optimizer_state_bytes", "optim MiB", 2**-20, "{:.1f}"),
+    ("memory.activation_peak_bytes", "activ. MiB", 2**-20, "{:.1f}"),
+    ("train.loss_final", "loss", 1, "{:.3f}"),
 )
 
 # Off a terminal rich assumes 80 columns; a results table needs more to stay readable.
