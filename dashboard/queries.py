@@ -58,8 +58,7 @@ KEY_METRICS = (
     "energy.j_per_token",
 )
 
-#: Peak-memory metrics in order of preference for the default frontier axes.
-# The accuracy axis of the default charts, first measured one wins (else the first by name).
+#: The accuracy axis of the default charts: the first measured one (else the first by name).
 ACCURACY_METRICS = ("accuracy.perplexity", "accuracy.decode_perplexity", "accuracy.passkey")
 
 
@@ -70,6 +69,7 @@ def busiest_workload(cells: pd.DataFrame) -> str:
     return str(counts.sort_index().idxmax())
 
 
+#: Peak-memory metrics in order of preference for the default frontier axes.
 PEAK_MEMORY_METRICS = (
     "memory.peak_alloc_bytes",
     "memory.window_peak_bytes",

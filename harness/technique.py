@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from harness.errors import Skip
+
 if TYPE_CHECKING:
     from harness.environment import Environment
 
@@ -71,8 +73,6 @@ class Prepared:
     def set_cache(self, make_cache: Callable[[], Any], technique: str) -> None:
         """Set ``make_cache``; skips the cell when an earlier technique of the stack set it."""
         if self.make_cache is not None:
-            from harness.errors import Skip
-
             raise Skip(
                 f"{technique} and an earlier technique of this stack both build the KV cache; "
                 "such stacks do not combine yet"
