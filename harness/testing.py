@@ -11,15 +11,20 @@ use); pass ``model="smollm2-135m"`` for the real one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from harness.plugins import get_plugin_manager
+
+# Fakes that replay recorded meter readings, for energy tests without the hardware.
+from harness.probes.replay import ReplayNvml as ReplayNvml
+from harness.probes.replay import ReplayRapl as ReplayRapl
 from harness.registry import Registry
 from harness.results import CellResult
-from harness.suite import suite_from_data
+from harness.suite import Policy, suite_from_data
 from harness.worker import Worker
+from harness.workloads import WorkloadContext
 
 StackSpec = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]]
 
@@ -79,6 +84,18 @@ def run_technique(
     return TestResult(runner.run(cell))
 
 
-# Fakes that replay recorded meter readings, for energy tests without the hardware.
-from harness.probes.replay import ReplayNvml as ReplayNvml  # noqa: E402
-from harness.probes.replay import ReplayRapl as ReplayRapl  # noqa: E402
+def workload_context(
+    tokenizer: Any, *, reference: Callable[[], Any] | None = None, device: str = "cpu"
+) -> WorkloadContext:
+    """A ``WorkloadContext`` for calling a workload's ``run`` directly: default policy, no
+    probes, the built-in text sources."""
+    from harness.textsources import ShakespeareSource
+
+    return WorkloadContext(
+        device=device,
+        tokenizer=tokenizer,
+        policy=Policy(),
+        probes=[],
+        text=lambda ref, split: ShakespeareSource().load(ref, split),  # type: ignore[arg-type]
+        reference=reference,
+    )

@@ -10,11 +10,8 @@ import torch
 
 from harness import Context, Prepared, Technique, hookimpl
 from harness.models import BuiltinSource
-from harness.suite import Policy
-from harness.testing import registry_with, run_technique
-from harness.textsources import ShakespeareSource
+from harness.testing import registry_with, run_technique, workload_context
 from harness.worker import Worker
-from harness.workloads import WorkloadContext
 from harness.workloads import agreement as agreement_module
 from harness.workloads.agreement import Agreement, AgreementParams, compare, windows
 
@@ -24,17 +21,6 @@ TASK = {"agreement": {"tokens": 96, "window": 64}}
 @pytest.fixture(scope="module")
 def tiny() -> Any:
     return BuiltinSource().load("tiny-random-llama")
-
-
-def _ctx(tokenizer: Any, reference: Any) -> WorkloadContext:
-    return WorkloadContext(
-        device="cpu",
-        tokenizer=tokenizer,
-        policy=Policy(),
-        probes=[],
-        text=lambda ref, split: ShakespeareSource().load(ref, split),  # type: ignore[arg-type]
-        reference=reference,
-    )
 
 
 def test_compare_is_exact_on_known_distributions() -> None:
@@ -53,7 +39,7 @@ def test_windows_cover_every_position() -> None:
 
 def test_a_model_agrees_with_itself_exactly(tiny: Any) -> None:
     values = Agreement(AgreementParams(tokens=96, window=64)).run(
-        Prepared(tiny.model), _ctx(tiny.tokenizer, lambda: tiny.model)
+        Prepared(tiny.model), workload_context(tiny.tokenizer, reference=lambda: tiny.model)
     )
     got = {v.name: v for v in values.values}
     assert got["accuracy.top1_agreement"].value == 1.0
@@ -68,7 +54,7 @@ def test_reference_outputs_are_computed_once_per_reference_and_params(tiny: Any)
         calls.append(1)
         return tiny.model
 
-    ctx = _ctx(tiny.tokenizer, reference)
+    ctx = workload_context(tiny.tokenizer, reference=reference)
     for _ in range(3):
         Agreement(AgreementParams(tokens=32, window=32)).run(Prepared(tiny.model), ctx)
     assert len(calls) == 1
@@ -79,7 +65,7 @@ def test_reference_outputs_are_computed_once_per_reference_and_params(tiny: Any)
 
 def test_no_reference_gives_null_values_with_a_reason(tiny: Any) -> None:
     values = Agreement(AgreementParams(tokens=32)).run(
-        Prepared(tiny.model), _ctx(tiny.tokenizer, None)
+        Prepared(tiny.model), workload_context(tiny.tokenizer, reference=None)
     )
     assert all(v.value is None and v.reason for v in values.values)
 

@@ -5,30 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.models import BuiltinSource
-from harness.suite import Policy
 from harness.technique import Prepared
-from harness.textsources import ShakespeareSource
-from harness.workloads import WorkloadContext, lmeval
+from harness.testing import workload_context
+from harness.workloads import lmeval
 from harness.workloads.lmeval import TASKS, LmEval, LmEvalParams
 
 needs_lm_eval = pytest.mark.skipif(
     importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed here"
 )
-
-
-def _ctx(tokenizer: Any) -> WorkloadContext:
-    return WorkloadContext(
-        device="cpu",
-        tokenizer=tokenizer,
-        policy=Policy(),
-        probes=[],
-        text=lambda ref, split: ShakespeareSource().load(ref, split),  # type: ignore[arg-type]
-    )
 
 
 def test_only_tasks_with_a_registered_metric_are_accepted() -> None:
@@ -46,7 +34,7 @@ def test_without_lm_eval_every_metric_is_null_with_the_fix(monkeypatch: pytest.M
         lmeval.importlib.util, "find_spec", lambda name: None if name == "lm_eval" else real(name)
     )
     params = LmEvalParams(tasks=["hellaswag", "wikitext"])
-    values = LmEval(params).run(Prepared(model=None), _ctx(None)).values
+    values = LmEval(params).run(Prepared(model=None), workload_context(None)).values
     assert [v.name for v in values] == [
         "accuracy.lmeval_hellaswag",
         "accuracy.lmeval_wikitext_word_perplexity",
@@ -103,7 +91,9 @@ def test_local_task_runs_and_a_missing_dataset_is_a_null_metric(tmp_path: Path) 
     (tmp_path / "boolq.yaml").write_text(BOOLQ.format(data=data))
     tiny = BuiltinSource().load("tiny-random-llama")
     params = LmEvalParams(tasks=["boolq", "hellaswag"], limit=4, include_path=str(tmp_path))
-    boolq, hellaswag = LmEval(params).run(Prepared(tiny.model), _ctx(tiny.tokenizer)).values
+    boolq, hellaswag = (
+        LmEval(params).run(Prepared(tiny.model), workload_context(tiny.tokenizer)).values
+    )
     assert boolq.name == "accuracy.lmeval_boolq"
     assert boolq.value in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert boolq.n == 4

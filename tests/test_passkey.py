@@ -10,10 +10,9 @@ import torch
 
 from harness.errors import BenchError
 from harness.models import BuiltinSource
-from harness.suite import Policy
 from harness.technique import Prepared
+from harness.testing import workload_context
 from harness.textsources import ShakespeareSource
-from harness.workloads import WorkloadContext
 from harness.workloads.passkey import (
     Passkey,
     PasskeyParams,
@@ -32,16 +31,6 @@ def tiny() -> Any:
 
 def _haystack() -> str:
     return ShakespeareSource().load("shakespeare", "eval")
-
-
-def _ctx(tokenizer: Any) -> WorkloadContext:
-    return WorkloadContext(
-        device="cpu",
-        tokenizer=tokenizer,
-        policy=Policy(),
-        probes=[],
-        text=lambda ref, split: ShakespeareSource().load(ref, split),  # type: ignore[arg-type]
-    )
 
 
 @pytest.mark.parametrize("chat", [True, False])
@@ -139,7 +128,9 @@ class _Oracle:
 
 def test_task_scores_answers_through_generate(tiny: Any) -> None:
     params = PasskeyParams(context_tokens=[200, 256], depths=[0.25, 0.75])
-    perfect = Passkey(params).run(Prepared(_Oracle(tiny.tokenizer)), _ctx(tiny.tokenizer))
+    perfect = Passkey(params).run(
+        Prepared(_Oracle(tiny.tokenizer)), workload_context(tiny.tokenizer)
+    )
     assert {v.name: v.value for v in perfect.values} == {
         "accuracy.passkey": 1.0,
         "accuracy.passkey_first_half": 1.0,
@@ -148,12 +139,14 @@ def test_task_scores_answers_through_generate(tiny: Any) -> None:
     }
     assert len(perfect.outputs["answers"]) == 4
     # Trials run length by length, depth by depth: the last two (length 256) are wrong.
-    half = Passkey(params).run(Prepared(_Oracle(tiny.tokenizer, 2)), _ctx(tiny.tokenizer))
+    half = Passkey(params).run(
+        Prepared(_Oracle(tiny.tokenizer, 2)), workload_context(tiny.tokenizer)
+    )
     assert {v.name: v.value for v in half.values}["accuracy.passkey"] == 0.5
     assert {v.name: v.value for v in half.values}["accuracy.passkey_256"] == 0.0
 
 
 def test_random_model_finds_no_key(tiny: Any) -> None:
     params = PasskeyParams(context_tokens=[128], depths=[0.5], new_tokens=4)
-    values = Passkey(params).run(Prepared(tiny.model), _ctx(tiny.tokenizer)).values
+    values = Passkey(params).run(Prepared(tiny.model), workload_context(tiny.tokenizer)).values
     assert {v.name: v.value for v in values}["accuracy.passkey"] == 0.0

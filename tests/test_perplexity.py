@@ -10,11 +10,9 @@ import pytest
 
 from harness.errors import BenchError
 from harness.models import BuiltinSource
-from harness.suite import Policy
 from harness.technique import Prepared
-from harness.testing import run_technique
+from harness.testing import run_technique, workload_context
 from harness.textsources import ShakespeareSource
-from harness.workloads import WorkloadContext
 from harness.workloads.perplexity import (
     DecodePerplexity,
     DecodePerplexityParams,
@@ -30,16 +28,6 @@ from harness.workloads.perplexity import (
 @pytest.fixture(scope="module")
 def tiny() -> Any:
     return BuiltinSource().load("tiny-random-llama")
-
-
-def _ctx(tokenizer: Any) -> WorkloadContext:
-    return WorkloadContext(
-        device="cpu",
-        tokenizer=tokenizer,
-        policy=Policy(),
-        probes=[],
-        text=lambda ref, split: ShakespeareSource().load(ref, split),  # type: ignore[arg-type]
-    )
 
 
 def _eval_ids(tokenizer: Any, n: int) -> list[int]:
@@ -93,7 +81,10 @@ def test_stride_must_be_smaller_than_window() -> None:
 def test_perplexity_and_bits_per_byte_follow_their_formulas(tiny: Any) -> None:
     params = PerplexityParams(tokens=100, window=48, stride=32)
     values = {
-        v.name: v for v in Perplexity(params).run(Prepared(tiny.model), _ctx(tiny.tokenizer)).values
+        v.name: v
+        for v in Perplexity(params)
+        .run(Prepared(tiny.model), workload_context(tiny.tokenizer))
+        .values
     }
     ids = _eval_ids(tiny.tokenizer, 100)
     nll = sliding_nll(tiny.model, ids, 48, 32, "cpu")
@@ -108,7 +99,7 @@ def test_perplexity_and_bits_per_byte_follow_their_formulas(tiny: Any) -> None:
 
 def test_decode_perplexity_equals_teacher_forcing_with_a_full_cache(tiny: Any) -> None:
     ids = _eval_ids(tiny.tokenizer, 48)
-    decoded = decode_nll(Prepared(tiny.model), ids, 32, _ctx(tiny.tokenizer))
+    decoded = decode_nll(Prepared(tiny.model), ids, 32, workload_context(tiny.tokenizer))
     forced = sliding_nll(tiny.model, ids, 48, 47, "cpu")[31:]
     assert decoded.shape == forced.shape == (16,)
     assert float((decoded - forced).abs().max()) < 1e-4
@@ -122,7 +113,7 @@ def test_decode_perplexity_sees_the_stacks_cache(tiny: Any) -> None:
     config.sliding_window = 4
     config.layer_types = ["sliding_attention"] * config.num_hidden_layers
     ids = _eval_ids(tiny.tokenizer, 48)
-    ctx = _ctx(tiny.tokenizer)
+    ctx = workload_context(tiny.tokenizer)
     full = decode_nll(Prepared(tiny.model), ids, 32, ctx)
     windowed = decode_nll(
         Prepared(tiny.model, make_cache=lambda: DynamicCache(config=config)), ids, 32, ctx
@@ -133,8 +124,12 @@ def test_decode_perplexity_sees_the_stacks_cache(tiny: Any) -> None:
 
 def test_decode_perplexity_task_reports_its_metric(tiny: Any) -> None:
     params = DecodePerplexityParams(context_tokens=20, decode_tokens=5)
-    (value,) = DecodePerplexity(params).run(Prepared(tiny.model), _ctx(tiny.tokenizer)).values
-    nll = decode_nll(Prepared(tiny.model), _eval_ids(tiny.tokenizer, 25), 20, _ctx(tiny.tokenizer))
+    (value,) = (
+        DecodePerplexity(params).run(Prepared(tiny.model), workload_context(tiny.tokenizer)).values
+    )
+    nll = decode_nll(
+        Prepared(tiny.model), _eval_ids(tiny.tokenizer, 25), 20, workload_context(tiny.tokenizer)
+    )
     assert value.name == "accuracy.decode_perplexity"
     assert value.value == pytest.approx(math.exp(float(nll.mean())), rel=1e-9)
     assert value.n == 5
@@ -144,7 +139,7 @@ def test_window_longer_than_the_model_is_an_error(tiny: Any) -> None:
     limit = tiny.model.config.max_position_embeddings
     params = PerplexityParams(tokens=100, window=limit + 1, stride=10)
     with pytest.raises(BenchError, match="longer than the model"):
-        Perplexity(params).run(Prepared(tiny.model), _ctx(tiny.tokenizer))
+        Perplexity(params).run(Prepared(tiny.model), workload_context(tiny.tokenizer))
 
 
 # ------------------------------------------------------------------ smollm2 (issue 4 DoD)
@@ -172,7 +167,7 @@ def test_baseline_perplexity_is_reproducible_and_bf16_is_within_one_percent() ->
 @pytest.mark.slow
 def test_decode_perplexity_agrees_with_perplexity_on_the_same_tokens() -> None:
     smollm2 = BuiltinSource().load("smollm2-135m")
-    ctx = _ctx(smollm2.tokenizer)
+    ctx = workload_context(smollm2.tokenizer)
     (value,) = (
         DecodePerplexity(DecodePerplexityParams(context_tokens=128, decode_tokens=32))
         .run(Prepared(smollm2.model), ctx)
