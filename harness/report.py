@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 COLUMNS = (
     ("latency.ttft_s", "TTFT ms", 1e3, "{:.1f}"),
     ("latency.tpot_s", "TPOT ms", 1e3, "{:.2f}"),
+    ("latency.speedup", "speedup", 1, "{:.2f}×"),
     ("memory.peak_alloc_bytes", "peak MiB", 2**-20, "{:.1f}"),
     ("memory.weights_bytes", "weights MiB", 2**-20, "{:.1f}"),
     ("memory.kv_cache_bytes", "KV MiB", 2**-20, "{:.2f}"),
@@ -71,7 +72,7 @@ class Progress:
             self._bar.__exit__(t, e, tb)
 
     def update(self, result: CellResult, done: int, total: int) -> None:
-        tpot = next((v.value for v in result.values if v.name == "latency.tpot_s"), None)
+        tpot = result.metric("latency.tpot_s")
         detail = f"TPOT {tpot * 1e3:.2f} ms" if tpot is not None else (result.reason or "")
         workload = _params(result.workload.get("params", {}))
         line = (

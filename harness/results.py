@@ -69,3 +69,7 @@ class CellResult:
     started_at: float  # unix time, s
     duration_s: float
     values: tuple[Value, ...] = ()
+
+    def metric(self, name: str) -> float | None:
+        """The value of metric ``name``; None when it is absent or was not measured."""
+        return next((v.value for v in self.values if v.name == name), None)

@@ -4,26 +4,29 @@ The runner never imports a model. It skips cells that already have an ``ok`` or
 ``skipped`` result on this machine (resume), hands the rest to one worker process per
 (model, device), and writes each result in one transaction. A cell that times out or kills
 its worker is recorded as such and the worker is restarted: a failed cell never stops the
-suite.
+suite. Each ``ok`` cell with a TPOT also gets ``latency.speedup`` against the suite's
+baseline cell of the same model, device and workload, which runs first.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.environment import fingerprint, git_commit, library_versions, machine_info
 from harness.registry import Registry
-from harness.results import CellResult, Status
+from harness.results import CellResult, Status, Value
 from harness.store import Store
 from harness.suite import Cell, Suite
 
 _START_TIMEOUT_S = 600  # first start may provision the built-in model
+BASELINE = "baseline"
 
 
 @dataclass
@@ -125,20 +128,48 @@ def _failed(cell: Cell, status: Status, reason: str, started: float) -> CellResu
 
 
 def order_cells(cells: Iterable[Cell], registry: Registry) -> list[Cell]:
-    """Group by (model, device) and put weight-mutating stacks last in each group.
+    """Group by (model, device); baseline cells first, weight-mutating stacks last.
 
     The pristine model is loaded once per group and reused by every stack that leaves the
-    weights alone; each mutating stack gets a fresh copy.
+    weights alone; each mutating stack gets a fresh copy. Baselines go first so that every
+    other cell's speedup can be computed as it is recorded.
     """
 
-    def mutates(cell: Cell) -> bool:
-        return any(registry.techniques[s.name].mutates_weights for s in cell.stack)
+    def order(cell: Cell) -> tuple[bool, bool]:
+        mutates = any(registry.techniques[s.name].mutates_weights for s in cell.stack)
+        return mutates, not _is_baseline(cell)
 
     cells = list(cells)
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:
         groups.setdefault((cell.model.model_dump_json(), cell.device), []).append(cell)
-    return [c for group in groups.values() for c in sorted(group, key=mutates)]
+    return [c for group in groups.values() for c in sorted(group, key=order)]
+
+
+def _is_baseline(cell: Cell) -> bool:
+    return [s.name for s in cell.stack] == [BASELINE]
+
+
+def _comparable(cell: Cell) -> tuple[str, str, str]:
+    workload = json.dumps(cell.workload.as_dict(), sort_keys=True)
+    return cell.model.model_dump_json(), cell.device, workload
+
+
+def with_speedup(result: CellResult, baseline_tpot: float | None) -> CellResult:
+    """Adds ``latency.speedup`` = baseline TPOT / TPOT to an ``ok`` cell that has a TPOT."""
+    tpot = result.metric("latency.tpot_s")
+    if result.status != "ok" or not tpot:
+        return result
+    if baseline_tpot is None:
+        value = Value(
+            "latency.speedup",
+            None,
+            "ratio",
+            reason="no ok baseline cell of this model, device and workload in the suite",
+        )
+    else:
+        value = Value("latency.speedup", baseline_tpot / tpot, "ratio", source="baseline TPOT")
+    return replace(result, values=(*result.values, value))
 
 
 def run_suite(
@@ -173,11 +204,20 @@ def run_suite(
         environment={**library_versions(), **registry.environment_info()},
     )
     summary.run_id = run_id
+    baselines = {_comparable(c): c.key for c in suite.cells if _is_baseline(c)}
     workers: dict[str, WorkerHandle] = {}
     try:
         for i, cell in enumerate(todo, start=1):
             handle = workers.setdefault(cell.device, WorkerHandle(cell.device))
             result = handle.run(cell)
+            baseline = baselines.get(_comparable(cell))
+            if baseline == cell.key:
+                tpot = result.metric("latency.tpot_s")
+            else:
+                tpot = (
+                    store.metric_value(machine_id, baseline, "latency.tpot_s") if baseline else None
+                )
+            result = with_speedup(result, tpot)
             store.record(run_id, result)
             for failure in registry.result_recorded(result, run_id):
                 print(f"warning: result sink failed: {failure}", file=sys.stderr)

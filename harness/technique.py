@@ -55,8 +55,11 @@ class Prepared:
         model: the model to run.
         generate_kwargs: extra keyword arguments for ``model.generate`` (an assistant
             model, prompt-lookup settings, ...).
-        make_cache: returns a fresh KV-cache object for one generation, or None for the
-            model's default cache.
+        make_cache: returns a fresh KV-cache object for one generation (eviction, offload).
+        quantized_cache: returns a fresh quantized cache (kv-quant). Alone it is the cache;
+            with ``make_cache`` set by a builder that ``stores_quantized`` (kv-evict), that
+            builder stores its tensors through this cache's layers. Workloads call
+            ``cache_kwargs``.
         optimizer_factory: builds the optimizer from the trainable parameters (training).
         autocast_dtype: ``"bfloat16"`` or ``"float16"``: the training loop runs forward and
             loss under ``torch.autocast`` of that dtype (float16 with a ``GradScaler``).
@@ -66,18 +69,43 @@ class Prepared:
     model: Any
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
     make_cache: Callable[[], Any] | None = None
+    quantized_cache: Callable[[], Any] | None = None
     optimizer_factory: Callable[[Any], Any] | None = None
     autocast_dtype: str | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)
+    _stores_quantized: bool = field(default=False, repr=False)
 
-    def set_cache(self, make_cache: Callable[[], Any], technique: str) -> None:
-        """Set ``make_cache``; skips the cell when an earlier technique of the stack set it."""
+    def set_cache(
+        self, make_cache: Callable[[], Any], technique: str, *, stores_quantized: bool = False
+    ) -> None:
+        """Set ``make_cache``; ``stores_quantized``: it honours ``quantized_cache``.
+
+        Skips the cell when an earlier technique of the stack built the cache, or quantized
+        it and this builder cannot store through the quantizer.
+        """
         if self.make_cache is not None:
             raise Skip(
                 f"{technique} and an earlier technique of this stack both build the KV cache; "
-                "such stacks do not combine yet"
+                "such stacks do not combine"
             )
+        if self.quantized_cache is not None and not stores_quantized:
+            raise Skip(f"{technique} cannot hold a quantized KV cache; drop kv-quant")
         self.make_cache = make_cache
+        self._stores_quantized = stores_quantized
+
+    def set_quantized_cache(self, quantized_cache: Callable[[], Any], technique: str) -> None:
+        """Set ``quantized_cache``; skips when the cache builder already set cannot use it."""
+        if self.make_cache is not None and not self._stores_quantized:
+            raise Skip(f"the KV cache built earlier in this stack cannot hold {technique}'s codes")
+        self.quantized_cache = quantized_cache
+
+    def cache_kwargs(self) -> dict[str, Any]:
+        """``model.generate`` keywords with a fresh KV cache; empty for the model's default."""
+        if self.make_cache is not None:
+            return {"past_key_values": self.make_cache()}
+        if self.quantized_cache is not None:
+            return {"past_key_values": self.quantized_cache()}
+        return {}
 
 
 _ConfigBase = Config

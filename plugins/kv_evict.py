@@ -86,13 +86,14 @@ class KVEvict(Technique):
 
         def make_cache() -> EvictingCache:
             layers: list[Any]
-            n = text.num_hidden_layers
+            quantized = prepared.quantized_cache  # kv-quant in the stack: store its codes
+            codecs = quantized().layers if quantized else [None] * text.num_hidden_layers
             if c.policy == "streaming":
-                layers = [StreamingLayer(budget, c.sink_tokens) for _ in range(n)]
+                layers = [StreamingLayer(budget, c.sink_tokens, q) for q in codecs]
             elif c.policy == "h2o":
-                layers = [H2OLayer(budget, reserved["h2o"]) for _ in range(n)]
+                layers = [H2OLayer(budget, reserved["h2o"], q) for q in codecs]
             else:
-                layers = [SnapKVLayer(budget, c.window, c.kernel) for _ in range(n)]
+                layers = [SnapKVLayer(budget, c.window, c.kernel, q) for q in codecs]
             cache = EvictingCache(layers)
             ref = weakref.ref(cache)
             for module in attention:
@@ -100,7 +101,7 @@ class KVEvict(Technique):
             ctx.state["tally"] = layers[0].tally = {"evicted": 0}  # the last generation's
             return cache
 
-        prepared.set_cache(make_cache, self.name)
+        prepared.set_cache(make_cache, self.name, stores_quantized=True)
         _register()
         model.set_attn_implementation(f"kv-evict|{base}")
 

@@ -15,6 +15,16 @@ Scores (H2O, SnapKV) come from ``observe``, called by the attention wrapper of
 ``kv_evict`` with the post-RoPE queries: softmax(q·kᵀ·scaling) under a causal mask,
 summed over the queries and over the query heads of each KV head (GQA), giving one score
 per KV head and key.
+
+Quantized storage (``kv-quant`` stacked with ``kv-evict``): a layer given a ``codec`` (one
+layer of transformers' ``QuantizedCache``, whose ``_quantize``/``_dequantize`` it borrows)
+holds its kept tokens as that back-end's codes plus a full-precision residual of the
+tokens added since the last flush, as ``QuantizedLayer`` does (KIVI): the prompt is
+quantized at once, the residual is flushed into the codes when it reaches
+``residual_length`` (fp8: every step). A step
+dequantizes the codes, attends and evicts over full-precision tensors, then stores them
+again; the codes are re-quantized only when eviction or a flush changed them. The budget
+counts codes and residual together.
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ class EvictingLayer(DynamicLayer):
 
     needs_scores = False
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, codec: Any = None) -> None:
         super().__init__()
         self.budget = budget
         self.seen = 0
@@ -73,20 +83,76 @@ class EvictingLayer(DynamicLayer):
         self.scores: Any = None
         #: where the evicted count is mirrored, so it outlives the cache (set by the owner)
         self.tally: dict[str, int] | None = None
+        #: a quantized cache layer whose quantizer stores the kept tokens (None: plain)
+        self.codec = codec
+        self.codes: Any = None  # (keys, values) of the first ``coded`` kept tokens
+        self.coded = 0
+        self.fresh = 0  # tokens added since the residual was last flushed into the codes
+        self.added = 0  # tokens added in the current step
+        self.thawed = True  # keys and values hold every kept token, not just the residual
 
     def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
         self.seen += key_states.shape[-2]
+        self.added += key_states.shape[-2]
+        self._thaw()
         keys, values = super().update(key_states, value_states, *args, **kwargs)
         if not self.needs_scores:  # no scores to wait for: evict now, attend over all
-            self._evict(None)
+            self._settle(self._evict(None))
         return keys, values
 
     def observe(self, query: Any, keys: Any, scaling: float) -> None:
         """After attention: score (if needed) and evict down to the budget."""
         if self.needs_scores:
-            self._evict(attention_scores(query, keys, scaling))
+            self._settle(self._evict(attention_scores(query, keys, scaling)))
 
-    def _evict(self, new_scores: Any) -> None:
+    def _thaw(self) -> None:
+        """Put the dequantized codes back in front of the residual."""
+        import torch
+
+        if self.thawed:
+            return
+        self.thawed = True
+        if self.codes is not None:
+            keys, values = (self.codec._dequantize(q) for q in self.codes)
+            residual: Any = (self.keys, self.values)
+            self.keys = torch.cat([keys, residual[0]], dim=-2)
+            self.values = torch.cat([values, residual[1]], dim=-2)
+
+    def _settle(self, evicted: bool) -> None:
+        """End of a step: with a codec, store every kept token but the residual as codes."""
+        added, self.added = self.added, 0
+        if self.codec is None:
+            return
+        keys: Any = self.keys
+        values: Any = self.values
+        n = keys.shape[-2]
+        self.fresh += added
+        if self.fresh >= getattr(self.codec, "residual_length", 0) or self.seen == added:
+            self.fresh = 0  # the residual is full, or this is the prompt: quantize it all
+        coded = n - min(self.fresh, n)
+        if evicted or coded != self.coded:
+            self.codes = None
+            if coded:
+                self.codes = (
+                    self._pack(keys[..., :coded, :], "axis_key"),
+                    self._pack(values[..., :coded, :], "axis_value"),
+                )
+            self.coded = coded
+        self.keys = keys[..., coded:, :].clone()  # its own storage: the full tensor is freed
+        self.values = values[..., coded:, :].clone()
+        self.thawed = False
+
+    def _pack(self, tensor: Any, axis: str) -> Any:
+        from transformers.cache_utils import QuantizedLayer
+
+        codec = self.codec
+        codec.keys = tensor.new_empty(0)  # hqq and fp8 take the dtype and device from it
+        if isinstance(codec, QuantizedLayer):
+            return codec._quantize(tensor.contiguous(), axis=getattr(codec, axis))
+        return codec._quantize(tensor)  # fp8: one scale per tensor
+
+    def _evict(self, new_scores: Any) -> bool:
+        """Keep what ``keep`` chooses; True if anything was evicted."""
         import torch
 
         if new_scores is not None:
@@ -100,7 +166,7 @@ class EvictingLayer(DynamicLayer):
         n = keys.shape[-2]
         keep = self.keep(n)
         if keep is None:
-            return
+            return False
         idx = keep.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1])
         self.keys = keys.gather(2, idx).contiguous()
         self.values = values.gather(2, idx).contiguous()
@@ -109,6 +175,7 @@ class EvictingLayer(DynamicLayer):
         self.evicted += n - keep.shape[-1]
         if self.tally is not None:
             self.tally["evicted"] = self.evicted
+        return True
 
     def keep(self, n: int) -> Any:
         """Indices (batch, kv_heads, kept) to keep, ascending; None keeps everything."""
@@ -122,13 +189,21 @@ class EvictingLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.seen
 
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+    def kept(self) -> int:
+        """Tokens held per head: codes and residual."""
         keys: Any = self.keys
-        kept = keys.shape[-2] if self.is_initialized and keys.dim() == 4 else 0
+        held = keys.shape[-2] if self.is_initialized and keys.dim() == 4 else 0
+        return held if self.thawed else held + self.coded
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        kept = self.kept()
         return kept + query_length, self.seen - kept
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove < 0 and self.is_initialized:
+            self._thaw()
+            self.coded = -1  # the codes no longer match: stored anew at the next step
+            self.fresh = max(0, self.fresh + tokens_to_remove)
             super().crop(tokens_to_remove)
             self.seen += tokens_to_remove
             if self.scores is not None:
@@ -138,8 +213,8 @@ class EvictingLayer(DynamicLayer):
 class StreamingLayer(EvictingLayer):
     """StreamingLLM: the first ``sink`` tokens (attention sinks) and the most recent ones."""
 
-    def __init__(self, budget: int, sink: int) -> None:
-        super().__init__(budget)
+    def __init__(self, budget: int, sink: int, codec: Any = None) -> None:
+        super().__init__(budget, codec)
         self.sink = sink
 
     def keep(self, n: int) -> Any:
@@ -157,8 +232,8 @@ class H2OLayer(EvictingLayer):
 
     needs_scores = True
 
-    def __init__(self, budget: int, recent: int) -> None:
-        super().__init__(budget)
+    def __init__(self, budget: int, recent: int, codec: Any = None) -> None:
+        super().__init__(budget, codec)
         self.recent = recent
 
     def keep(self, n: int) -> Any:
@@ -179,21 +254,20 @@ class SnapKVLayer(EvictingLayer):
 
     needs_scores = True
 
-    def __init__(self, budget: int, window: int, kernel: int) -> None:
-        super().__init__(budget)
+    def __init__(self, budget: int, window: int, kernel: int, codec: Any = None) -> None:
+        super().__init__(budget, codec)
         self.window = window
         self.kernel = kernel
         self.done = False
 
     def observe(self, query: Any, keys: Any, scaling: float) -> None:
-        if self.done:
-            return
-        self.done = True
-        window = min(self.window, query.shape[2])
-        scores = attention_scores(query[:, :, -window:], keys, scaling)
-        self.window = window
-        self._evict(scores)
-        self.scores = None
+        evicted = False
+        if not self.done:
+            self.done = True
+            self.window = min(self.window, query.shape[2])
+            evicted = self._evict(attention_scores(query[:, :, -self.window :], keys, scaling))
+            self.scores = None
+        self._settle(evicted)
 
     def keep(self, n: int) -> Any:
         import torch

@@ -102,7 +102,8 @@ class KVQuant(Technique):
             raise Skip(
                 f"QuantizedCache supports full-attention layers only; the model has {sorted(kinds)}"
             )
-        prepared.set_cache(lambda: make_cache(self.config, config), self.name)  # type: ignore[arg-type]
+        c: KVQuantConfig = self.config  # type: ignore[assignment]
+        prepared.set_quantized_cache(lambda: make_cache(c, config), self.name)
         return prepared
 
 

@@ -76,7 +76,7 @@ def test_unreadable_database_is_refused_untouched(tmp_path: Path) -> None:
 
 def test_check_and_dry_run() -> None:
     done = bench("check", str(ROOT / "suites/inference.yaml"))
-    assert done.returncode == 0 and "ok, 45 cells" in done.stdout
+    assert done.returncode == 0 and "ok, 46 cells" in done.stdout
     dry = bench("run", "--dry-run", str(ROOT / "suites/smoke.yaml"))
     assert dry.returncode == 0 and "4 cells" in dry.stdout
 

@@ -118,3 +118,85 @@ def test_a_budget_above_the_context_changes_nothing(policy: str) -> None:
                 undo()
     assert out.tolist() == base.tolist()
     assert loaded.model.config._attn_implementation in ("sdpa", "eager")
+
+
+# kv-quant stacked with kv-evict: the evicting layers store their kept tokens as codes.
+STACK_WORKLOAD = {"prompt_tokens": 40, "new_tokens": 6}
+HQQ_4BIT = {"kv-quant": {"backend": "hqq", "bits": 4, "residual_length": 4, "group_size": 16}}
+STREAMING_24 = {"kv-evict": {"policy": "streaming", "budget_tokens": 24}}
+
+
+@pytest.mark.parametrize("order", ["quant-first", "evict-first"])
+def test_quantized_eviction_bytes_are_codes_scales_and_residual(order: str) -> None:
+    stack = [HQQ_4BIT, STREAMING_24] if order == "quant-first" else [STREAMING_24, HQQ_4BIT]
+    result = run_technique(stack, workload=STACK_WORKLOAD)
+    assert result.status == "ok", result.reason
+    # 24 kept tokens after prefill (all coded); 5 decode steps each evict one token and add
+    # one to the residual: 1, 2, 3, flush at 4 → 0, 1. So 23 coded tokens and 1 residual.
+    values = 2 * 23 * 16  # KV heads × tokens × head_dim
+    codes, scale_zero = values // 2, values // 16 * 2 * 4  # 4-bit; fp32 scale + zero per 16
+    residual = 2 * 1 * 16 * 4
+    assert result.value("memory.kv_cache_bytes") == 2 * 2 * (codes + scale_zero + residual)
+    assert result.value("kv.evicted_tokens") == 40 + 6 - 1 - 24
+    evict_only = run_technique(STREAMING_24, workload=STACK_WORKLOAD)
+    assert evict_only.value("memory.kv_cache_bytes") == 24 * PER_TOKEN
+
+
+def test_snapkv_with_fp8_codes_every_kept_token() -> None:
+    stack = [{"kv-evict": {"policy": "snapkv", "budget_tokens": 24, "window": 8}}]
+    result = run_technique(
+        [*stack, {"kv-quant": {"backend": "fp8", "bits": 8}}], workload=STACK_WORKLOAD
+    )
+    assert result.status == "ok", result.reason
+    # 24 prompt tokens kept + 5 generated, one fp8 byte per value, one fp32 scale per tensor
+    assert result.value("memory.kv_cache_bytes") == 2 * 2 * (2 * 29 * 16 + 4)
+
+
+@pytest.mark.parametrize("backend", ["quanto", "hqq"])
+def test_quantized_eviction_without_eviction_matches_kv_quant(backend: str) -> None:
+    """A budget above the context: the same codes, tokens and bytes as QuantizedCache."""
+    import torch
+
+    from harness.environment import Environment
+    from harness.footprint import tensor_bytes
+    from harness.models import BuiltinSource
+    from harness.technique import Context, Prepared
+    from plugins.kv_evict import KVEvict, KVEvictConfig
+    from plugins.kv_quant import KVQuant, KVQuantConfig
+
+    loaded = BuiltinSource().load("tiny-random-llama")
+    ids = torch.randint(5, 200, (1, 40), generator=torch.Generator().manual_seed(0))
+    kw = {"max_new_tokens": 10, "min_new_tokens": 10, "do_sample": False, "pad_token_id": 0}
+    ctx = Context("cpu", "tiny", loaded.tokenizer, {"name": "generate"}, Environment.detect("cpu"))
+    quant = KVQuant(KVQuantConfig(backend=backend, bits=4, residual_length=4, group_size=16))
+    evict = KVEvict(KVEvictConfig(policy="h2o", budget_tokens=64))  # type: ignore[arg-type]
+    outputs, sizes = [], []
+    for stack in ([quant], [quant, evict]):
+        prepared = Prepared(model=loaded.model)
+        for tech in stack:
+            prepared = tech.prepare(prepared, ctx)
+        cache = prepared.cache_kwargs()["past_key_values"]
+        try:
+            with torch.inference_mode():
+                outputs.append(loaded.model.generate(ids, past_key_values=cache, **kw).tolist())
+        finally:
+            for undo in prepared.cleanup:
+                undo()
+        scores = sum(tensor_bytes(getattr(layer, "scores", None)) for layer in cache.layers)
+        sizes.append(tensor_bytes(cache) - scores)
+    assert outputs[0] == outputs[1]
+    assert sizes[0] == sizes[1]
+
+
+def test_caches_that_cannot_hold_codes_skip_with_kv_quant() -> None:
+    from harness.errors import Skip
+    from harness.technique import Prepared
+
+    prepared = Prepared(model=None)
+    prepared.set_quantized_cache(lambda: None, "kv-quant")
+    with pytest.raises(Skip, match="cannot hold a quantized KV cache"):
+        prepared.set_cache(lambda: None, "offload")
+    prepared = Prepared(model=None)
+    prepared.set_cache(lambda: None, "offload")
+    with pytest.raises(Skip, match="cannot hold kv-quant's codes"):
+        prepared.set_quantized_cache(lambda: None, "kv-quant")

@@ -122,3 +122,27 @@ def test_sigkill_mid_suite_then_resume_gives_one_result_per_cell(
         sqlite3.connect(db_path).execute("select key, count(*) from cells group by key").fetchall()
     )
     assert len(rows) == 6 and {count for _, count in rows} == {1}
+
+
+def test_speedup_is_baseline_tpot_over_tpot_also_after_resume(
+    tmp_path: Path, db_url: str
+) -> None:
+    alone = suite_file(tmp_path, "[{precision: {dtype: fp32}}]", name="alone")
+    assert bench("run", str(alone), "--db", db_url).returncode == 0
+    frame = Store.open(db_url, read_only=True).cells_frame()
+    assert frame["latency.speedup"].isna().all()  # no baseline in that suite
+    first = suite_file(tmp_path, "[baseline]", name="first")
+    assert bench("run", str(first), "--db", db_url).returncode == 0
+    # the baseline listed last, and already measured: it comes from the store
+    both = suite_file(tmp_path, "[{precision: {dtype: bf16}}, baseline]", name="both")
+    assert bench("run", str(both), "--db", db_url).returncode == 0
+    frame = Store.open(db_url, read_only=True).cells_frame()
+    frame = frame[frame["technique"].isin(["baseline", "precision(dtype=bf16)"])]
+    assert len(frame) == 4 and set(frame["status"]) == {"ok"}
+    for _, group in frame.groupby("workload"):
+        rows = group.set_index("technique")
+        base = rows.loc["baseline"]
+        assert base["latency.speedup"] == 1.0
+        other = rows.loc["precision(dtype=bf16)"]
+        expected = base["latency.tpot_s"] / other["latency.tpot_s"]
+        assert other["latency.speedup"] == pytest.approx(expected, rel=1e-12)

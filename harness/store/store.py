@@ -322,6 +322,24 @@ class Store:
                 )
         return done
 
+    def metric_value(self, machine_id: int, key: str, name: str) -> float | None:
+        """Metric ``name`` of the latest ``ok`` cell ``key`` on this machine, or None."""
+        with self._read() as connection:
+            value = connection.scalar(
+                select(Metric.value)
+                .join(Cell, Metric.cell_id == Cell.id)
+                .join(Run, Cell.run_id == Run.id)
+                .where(
+                    Run.machine_id == machine_id,
+                    Cell.key == key,
+                    Cell.status == "ok",
+                    Metric.name == name,
+                )
+                .order_by(Cell.id.desc())
+                .limit(1)
+            )
+        return None if value is None else float(value)
+
     def metric_defs(self) -> dict[str, MetricDef]:
         """All stored metric definitions by name, sorted by name."""
         with self._read() as connection:

@@ -182,9 +182,8 @@ class Generate(Workload):
             kwargs["logits_processor"] = LogitsProcessorList([*extra, SuppressEos(eos)])
 
         def once(streamer: _TokenClock | None = None) -> Any:
-            cache = {"past_key_values": prepared.make_cache()} if prepared.make_cache else {}
             with torch.inference_mode():
-                return model.generate(**kwargs, **cache, streamer=streamer)
+                return model.generate(**kwargs, **prepared.cache_kwargs(), streamer=streamer)
 
         timing = [pr for pr in ctx.probes if pr.phase == "timing" and pr.unavailable() is None]
         energy = next((pr for pr in timing if is_energy_probe(pr)), None)
@@ -371,6 +370,13 @@ def _timing_values(windows: Sequence[tuple[Sequence[Value], float, int]]) -> lis
 METRICS = [
     MetricDef("latency.ttft_s", "s", False, "time to first token: prefill plus first token"),
     MetricDef("latency.tpot_s", "s", False, "time per output token: (e2e − ttft)/(new − 1)"),
+    MetricDef(
+        "latency.speedup",
+        "ratio",
+        True,
+        "baseline TPOT / this cell's TPOT: the suite's baseline cell of the same model, "
+        "device and workload (set by the runner)",
+    ),
     MetricDef("latency.e2e_s", "s", False, "end-to-end generation time"),
     MetricDef("latency.itl_p50_s", "s", False, "median gap between consecutive tokens"),
     MetricDef("latency.itl_p90_s", "s", False, "90th percentile inter-token latency"),

@@ -183,9 +183,8 @@ class Passkey(Workload):
                 "do_sample": False,
                 "pad_token_id": pad if pad is not None else ctx.tokenizer.eos_token_id,
                 **prepared.generate_kwargs,
+                **prepared.cache_kwargs(),
             }
-            if prepared.make_cache:
-                kwargs["past_key_values"] = prepared.make_cache()
             with torch.inference_mode():
                 out = prepared.model.generate(**kwargs)
             sequences = getattr(out, "sequences", out)  # a tensor, or a GenerateOutput

@@ -10,7 +10,7 @@ docs/accuracy.md.
   least ``window − stride`` tokens of context (except in the first window).
 - ``decode-perplexity``: the first ``context_tokens`` are prefilled, then the next
   ``decode_tokens`` are fed one step at a time through ``model.generate`` with the stack's
-  own cache (``prepared.make_cache()``), each step forced to the text's next token. A KV
+  own cache (``prepared.cache_kwargs()``), each step forced to the text's next token. A KV
   eviction or quantization technique acts only after prefill, so only this task sees it.
 """
 
@@ -224,7 +224,7 @@ class _TeacherForcing:
 def decode_nll(prepared: Prepared, ids: Sequence[int], context: int, ctx: WorkloadContext) -> Any:
     """NLL (nats) of ``ids[context:]``, decoded step by step after prefilling ``ids[:context]``.
 
-    Runs ``model.generate`` with the stack's cache (``prepared.make_cache()``, else the
+    Runs ``model.generate`` with the stack's cache (``prepared.cache_kwargs()``, else the
     model's default dynamic cache), greedy, forced to the text's tokens; each token's NLL
     comes from the raw logits of the step that predicts it. ``prepared.generate_kwargs`` are
     not used: a draft model or prompt lookup would only change how fast the same tokens come.
@@ -239,7 +239,7 @@ def decode_nll(prepared: Prepared, ids: Sequence[int], context: int, ctx: Worklo
     x = torch.tensor([list(ids[:context])], dtype=torch.long, device=ctx.device)
     targets = torch.tensor(ids[context:], dtype=torch.long, device=ctx.device)
     pad = ctx.tokenizer.pad_token_id
-    cache = {"past_key_values": prepared.make_cache()} if prepared.make_cache else {}
+    cache = prepared.cache_kwargs()
     with torch.inference_mode():
         out = prepared.model.generate(
             input_ids=x,
