@@ -155,6 +155,17 @@ def _comparable(cell: Cell) -> tuple[str, str, str]:
     return cell.model.model_dump_json(), cell.device, workload
 
 
+def _baseline_tpot(
+    store: Store, machine_id: int, baseline: str | None, result: CellResult
+) -> float | None:
+    """TPOT of the baseline cell ``baseline``: this result's own, or stored on this machine."""
+    if baseline is None:
+        return None
+    if baseline == result.key:
+        return result.metric("latency.tpot_s")
+    return store.metric_value(machine_id, baseline, "latency.tpot_s")
+
+
 def with_speedup(result: CellResult, baseline_tpot: float | None) -> CellResult:
     """Adds ``latency.speedup`` = baseline TPOT / TPOT to an ``ok`` cell that has a TPOT."""
     tpot = result.metric("latency.tpot_s")
@@ -211,13 +222,7 @@ def run_suite(
             handle = workers.setdefault(cell.device, WorkerHandle(cell.device))
             result = handle.run(cell)
             baseline = baselines.get(_comparable(cell))
-            if baseline == cell.key:
-                tpot = result.metric("latency.tpot_s")
-            else:
-                tpot = (
-                    store.metric_value(machine_id, baseline, "latency.tpot_s") if baseline else None
-                )
-            result = with_speedup(result, tpot)
+            result = with_speedup(result, _baseline_tpot(store, machine_id, baseline, result))
             store.record(run_id, result)
             for failure in registry.result_recorded(result, run_id):
                 print(f"warning: result sink failed: {failure}", file=sys.stderr)

@@ -21,10 +21,9 @@ layer of transformers' ``QuantizedCache``, whose ``_quantize``/``_dequantize`` i
 holds its kept tokens as that back-end's codes plus a full-precision residual of the
 tokens added since the last flush, as ``QuantizedLayer`` does (KIVI): the prompt is
 quantized at once, the residual is flushed into the codes when it reaches
-``residual_length`` (fp8: every step). A step
-dequantizes the codes, attends and evicts over full-precision tensors, then stores them
-again; the codes are re-quantized only when eviction or a flush changed them. The budget
-counts codes and residual together.
+``residual_length`` (fp8: every step). A step dequantizes the codes, attends and evicts
+over full-precision tensors, then stores them again; the codes are re-quantized only when
+eviction or a flush changed them. The budget counts codes and residual together.
 """
 
 from __future__ import annotations

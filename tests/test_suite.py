@@ -52,6 +52,11 @@ def test_inference_suite_expands_to_the_full_matrix(registry) -> None:  # type: 
     assert len({c.key for c in suite.cells}) == len(suite.cells) == 46
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_suite_loads(path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    assert load_suite(path, registry, devices=["cpu"]).cells
+
+
 def test_auto_device_picks_the_first_gpu() -> None:
     assert resolve_devices(["auto"], ["cuda:0", "cuda:1", "cpu"]) == ["cuda:0"]
     assert resolve_devices(["auto"], ["cpu"]) == ["cpu"]
