@@ -124,9 +124,7 @@ def test_sigkill_mid_suite_then_resume_gives_one_result_per_cell(
     assert len(rows) == 6 and {count for _, count in rows} == {1}
 
 
-def test_speedup_is_baseline_tpot_over_tpot_also_after_resume(
-    tmp_path: Path, db_url: str
-) -> None:
+def test_speedup_is_baseline_tpot_over_tpot_also_after_resume(tmp_path: Path, db_url: str) -> None:
     alone = suite_file(tmp_path, "[{precision: {dtype: fp32}}]", name="alone")
     assert bench("run", str(alone), "--db", db_url).returncode == 0
     frame = Store.open(db_url, read_only=True).cells_frame()
