@@ -20,6 +20,9 @@ Scores need the post-RoPE queries: the model's attention implementation is wrapp
 cache layer scores and evicts). Positions are not re-rotated (see ``kv_policies``).
 Metrics: ``kv.budget_tokens`` and ``kv.evicted_tokens`` (per sequence and layer, layer 0,
 of the cell's last generation = tokens seen − tokens kept).
+
+Stacked with ``kv-quant`` (either order), the kept tokens are stored as kv-quant's codes
+plus its full-precision residual (``Prepared.quantized_cache``; see ``kv_policies``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ n quantized values, r residual tokens, dtype size s (bytes):
   int back-ends ≈ n·bits/8 + (n/group_size)·2·4 (fp32 scale + zero) + r·heads·head_dim·s
   fp8            = n + 4.
 
+Stacked with ``kv-evict``, the evicting cache stores its kept tokens through this cache's
+layers instead (``Prepared.set_quantized_cache``); a cache builder that cannot (offload's
+KV cache) skips the cell.
+
 Axes: ``axis_key`` / ``axis_value`` choose the dimension the groups run along; KIVI
 quantizes keys per channel and values per token. transformers' defaults (0, 0) are kept;
 quanto accepts 0 or −1, hqq 0 or 1.
