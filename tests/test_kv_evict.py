@@ -200,3 +200,21 @@ def test_caches_that_cannot_hold_codes_skip_with_kv_quant() -> None:
     prepared.set_cache(lambda: None, "offload")
     with pytest.raises(Skip, match="cannot hold kv-quant's codes"):
         prepared.set_quantized_cache(lambda: None, "kv-quant")
+
+
+def test_crop_of_a_quantized_layer_drops_the_newest_tokens() -> None:
+    """Assisted generation crops rejected drafts: codes and residual stay consistent."""
+    import torch
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    codec = HQQQuantizedLayer(nbits=8, q_group_size=16, residual_length=4)
+    layer = StreamingLayer(budget=64, sink=4, codec=codec)
+    tokens = torch.randn(1, 2, 12, 16, generator=torch.Generator().manual_seed(0))
+    layer.update(tokens[:, :, :10], tokens[:, :, :10].clone())  # prompt: all 10 coded
+    layer.update(tokens[:, :, 10:12], tokens[:, :, 10:12].clone())  # 2 in the residual
+    assert (layer.coded, layer.kept(), layer.get_seq_length()) == (10, 12, 12)
+    layer.crop(-3)  # drops both residual tokens and one coded token
+    assert (layer.kept(), layer.get_seq_length()) == (9, 9)
+    keys, _ = layer.update(tokens[:, :, 9:10], tokens[:, :, 9:10].clone())
+    assert layer.kept() == 10
+    assert torch.allclose(keys, tokens[:, :, :10], atol=0.05)  # 8-bit codes of the same tokens
