@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -108,14 +108,16 @@ class Prepared:
         return {}
 
 
-_ConfigBase = Config
+_ConfigBase = Config  # the class attribute ``Technique.Config`` shadows the name inside
+ConfigT = TypeVar("ConfigT", bound=Config)
 
 
-class Technique:
+class Technique(Generic[ConfigT]):
     """Base class of every technique plugin.
 
     Subclasses set ``name`` (the key in suites), ``kind``, a ``Config`` subclass, and
-    override ``prepare``; ``check`` and ``metrics`` are optional.
+    override ``prepare``; ``check`` and ``metrics`` are optional. Name the config class as
+    the type parameter, ``class MyMethod(Technique[MyConfig])``, so ``self.config`` is typed.
     """
 
     name: ClassVar[str]
@@ -124,8 +126,8 @@ class Technique:
     mutates_weights: ClassVar[bool] = False
     incompatible_with: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, config: _ConfigBase) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT) -> None:
+        self.config: ConfigT = config
 
     def check(self, env: Environment) -> None:
         """Raise ``Skip(reason)`` when this technique cannot run on ``env``."""

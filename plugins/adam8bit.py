@@ -21,7 +21,7 @@ class Adam8bitConfig(Config):
     min_8bit_size: int = Field(4096, ge=1, description="tensors smaller than this stay fp32")
 
 
-class Adam8bit(Technique):
+class Adam8bit(Technique[Adam8bitConfig]):
     """AdamW with 8-bit block-wise quantized moments."""
 
     name = "adam-8bit"
@@ -33,7 +33,7 @@ class Adam8bit(Technique):
             raise Skip("bitsandbytes is not installed: pip install bitsandbytes")
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c: Adam8bitConfig = self.config  # type: ignore[assignment]
+        c = self.config
         lr = train_params(ctx.workload).lr
 
         def factory(model: Any) -> Any:

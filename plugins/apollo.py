@@ -31,7 +31,7 @@ class ApolloMiniConfig(ApolloConfig):
     scale: float = Field(128.0, gt=0, description="gradient scaling factor α")
 
 
-class Apollo(Technique):
+class Apollo(Technique[ApolloConfig]):
     """Channel-wise gradient scaling estimated in a rank-r random projection."""
 
     name = "apollo"
@@ -44,7 +44,7 @@ class Apollo(Technique):
             raise Skip("apollo-torch is not installed: pip install 'bench[train]'")
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c: ApolloConfig = self.config  # type: ignore[assignment]
+        c = self.config
         lr = train_params(ctx.workload).lr
 
         def factory(model: Any) -> Any:

@@ -59,7 +59,7 @@ def projected_groups(model: Any, targets: Sequence[str], **options: Any) -> list
     return [{"params": rest}, {"params": low, **options}]
 
 
-class GaLore(Technique):
+class GaLore(Technique[GaLoreConfig]):
     """Low-rank projected optimizer states for the attention and MLP weights."""
 
     name = "galore"
@@ -73,7 +73,7 @@ class GaLore(Technique):
             raise Skip("galore's 8-bit AdamW needs bitsandbytes' CUDA kernels; run on a GPU")
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c: GaLoreConfig = self.config  # type: ignore[assignment]
+        c = self.config
         lr = train_params(ctx.workload).lr
 
         def factory(model: Any) -> Any:

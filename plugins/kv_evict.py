@@ -60,7 +60,7 @@ class KVEvictConfig(Config):
         return self
 
 
-class KVEvict(Technique):
+class KVEvict(Technique[KVEvictConfig]):
     """Evict KV-cache entries to a fixed budget (StreamingLLM, H2O, SnapKV)."""
 
     name = "kv-evict"
@@ -68,7 +68,7 @@ class KVEvict(Technique):
     Config = KVEvictConfig
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c: KVEvictConfig = self.config  # type: ignore[assignment]
+        c = self.config
         budget = self.budget(ctx)
         reserved = {"streaming": c.sink_tokens, "h2o": c.recent_tokens or budget // 2}
         reserved["snapkv"] = c.window
@@ -118,7 +118,7 @@ class KVEvict(Technique):
 
     def budget(self, ctx: Context) -> int:
         """``budget_tokens``, or ⌊``budget_ratio`` × prompt_tokens⌋."""
-        c: KVEvictConfig = self.config  # type: ignore[assignment]
+        c = self.config
         if c.budget_tokens is not None:
             return c.budget_tokens
         params = ctx.workload.get("params", {})

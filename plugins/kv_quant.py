@@ -82,7 +82,7 @@ class KVQuantConfig(Config):
         return self
 
 
-class KVQuant(Technique):
+class KVQuant(Technique[KVQuantConfig]):
     """Quantize the KV cache with transformers' QuantizedCache."""
 
     name = "kv-quant"
@@ -90,7 +90,7 @@ class KVQuant(Technique):
     Config = KVQuantConfig
 
     def check(self, env: Environment) -> None:
-        c: KVQuantConfig = self.config  # type: ignore[assignment]
+        c = self.config
         library = _LIBRARIES[c.backend]
         if library is None:
             return
@@ -106,7 +106,7 @@ class KVQuant(Technique):
             raise Skip(
                 f"QuantizedCache supports full-attention layers only; the model has {sorted(kinds)}"
             )
-        c: KVQuantConfig = self.config  # type: ignore[assignment]
+        c = self.config
         prepared.set_quantized_cache(lambda: make_cache(c, config), self.name)
         return prepared
 

@@ -49,7 +49,7 @@ class OffloadConfig(Config):
         return self
 
 
-class Offload(Technique):
+class Offload(Technique[OffloadConfig]):
     """Weights (accelerate device map) and KV cache (offloaded dynamic cache) in CPU memory."""
 
     name = "offload"
@@ -65,7 +65,7 @@ class Offload(Technique):
             )
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c: OffloadConfig = self.config  # type: ignore[assignment]
+        c = self.config
         model = prepared.model
         ctx.state["weights_off"] = 0
         if c.weights > 0:

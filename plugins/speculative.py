@@ -97,7 +97,7 @@ class PassCounter:
         return out
 
 
-class Speculative(Technique):
+class Speculative(Technique[SpeculativeConfig]):
     """Speculative decoding by prompt lookup, a draft model or the target's first layers."""
 
     name = "speculative"
@@ -105,7 +105,7 @@ class Speculative(Technique):
     Config = SpeculativeConfig
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c: SpeculativeConfig = self.config  # type: ignore[assignment]
+        c = self.config
         params = ctx.workload.get("params", {})
         if ctx.workload.get("name") != "generate":
             raise Skip(f"speculative decoding speeds up generation, not {ctx.workload.get('name')}")

@@ -61,7 +61,7 @@ class WeightQuantConfig(Config):
         return self
 
 
-class WeightQuant(Technique):
+class WeightQuant(Technique[WeightQuantConfig]):
     """Replace linear weights by quantized ones (bitsandbytes, torchao, quanto or hqq)."""
 
     name = "weight-quant"
@@ -78,7 +78,7 @@ class WeightQuant(Technique):
         Raises:
             Skip: it cannot run there (library missing, device unsupported).
         """
-        c: WeightQuantConfig = self.config  # type: ignore[assignment]
+        c = self.config
         if c.backend == "auto":
             backend, reason = qb.resolve(c.bits, c.format, c.group_size, env.device_kind, env.has)
             if backend is None:
@@ -90,7 +90,7 @@ class WeightQuant(Technique):
         return c.backend
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c: WeightQuantConfig = self.config  # type: ignore[assignment]
+        c = self.config
         backend = self.backend_for(ctx.env)
         model = prepared.model
         ctx.state["linear_numel"] = _linear_numel(model)

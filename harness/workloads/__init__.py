@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from harness.technique import Config
 
@@ -38,7 +38,10 @@ class WorkloadContext:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
-class Workload:
+ParamsT = TypeVar("ParamsT", bound=Config)
+
+
+class Workload(Generic[ParamsT]):
     """Base class of workloads (``kind="measure"``) and accuracy tasks (``kind="accuracy"``).
 
     A suite has one measure workload whose list-valued parameters expand the matrix, and any
@@ -49,8 +52,8 @@ class Workload:
     kind: ClassVar[Literal["measure", "accuracy"]] = "measure"
     Params: ClassVar[type[Config]] = Config
 
-    def __init__(self, params: Config) -> None:
-        self.params = params
+    def __init__(self, params: ParamsT) -> None:
+        self.params: ParamsT = params
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         """Run and measure; return the cell's metric values."""

@@ -86,7 +86,7 @@ def compare(reference: Any, candidate: Any) -> tuple[int, float]:
     return agree, float(kl.double())
 
 
-class Agreement(Workload):
+class Agreement(Workload[AgreementParams]):
     """Top-1 agreement and KL divergence against the unmodified model."""
 
     name = "agreement"
@@ -96,7 +96,7 @@ class Agreement(Workload):
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 
-        p: AgreementParams = self.params  # type: ignore[assignment]
+        p = self.params
         if ctx.reference is None:
             reason = "no reference model in this context"
             return Measurement(

@@ -150,7 +150,7 @@ def prompt_ids(
     return torch.tensor(rows, dtype=torch.long)
 
 
-class Generate(Workload):
+class Generate(Workload[GenerateParams]):
     """Prefill plus decode, timed per token."""
 
     name = "generate"
@@ -159,7 +159,7 @@ class Generate(Workload):
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 
-        p: GenerateParams = self.params  # type: ignore[assignment]
+        p = self.params
         text = ctx.text(p.text, "prompt")
         ids = prompt_ids(ctx.tokenizer, text, p.batch_size, p.prompt_tokens, grounded=p.grounded)
         ids = ids.to(ctx.device)

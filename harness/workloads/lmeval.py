@@ -170,7 +170,7 @@ def _null(task: str, reason: str) -> Value:
     return Value(metric.name, None, metric.unit, reason=reason)
 
 
-class LmEval(Workload):
+class LmEval(Workload[LmEvalParams]):
     """lm-evaluation-harness tasks on the stack's model."""
 
     name = "lm-eval"
@@ -178,7 +178,7 @@ class LmEval(Workload):
     Params = LmEvalParams
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
-        p: LmEvalParams = self.params  # type: ignore[assignment]
+        p = self.params
         missing = lm_eval_missing()
         if missing:
             return Measurement(tuple(_null(t, missing) for t in p.tasks))

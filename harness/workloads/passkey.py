@@ -159,7 +159,7 @@ def first_number(text: str) -> str | None:
     return match.group(0) if match else None
 
 
-class Passkey(Workload):
+class Passkey(Workload[PasskeyParams]):
     """Passkey retrieval accuracy at several context lengths and depths."""
 
     name = "passkey"
@@ -169,7 +169,7 @@ class Passkey(Workload):
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 
-        p: PasskeyParams = self.params  # type: ignore[assignment]
+        p = self.params
         trials = build_trials(ctx.tokenizer, ctx.text(p.text, "eval"), p)
         pad = ctx.tokenizer.pad_token_id
         results: list[tuple[Trial, bool]] = []

@@ -177,7 +177,7 @@ class PerplexityParams(Config):
         return self
 
 
-class Perplexity(Workload):
+class Perplexity(Workload[PerplexityParams]):
     """Teacher-forced perplexity and bits per byte over held-out text (sliding window)."""
 
     name = "perplexity"
@@ -185,7 +185,7 @@ class Perplexity(Workload):
     Params = PerplexityParams
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
-        p: PerplexityParams = self.params  # type: ignore[assignment]
+        p = self.params
         check_length(prepared.model, p.window, "perplexity window")
         ids = text_tokens(ctx.tokenizer, ctx.text(p.text, "eval"), p.tokens, f"text {p.text!r}")
         nll = sliding_nll(prepared.model, ids, p.window, p.stride, ctx.device)
@@ -264,7 +264,7 @@ def decode_nll(prepared: Prepared, ids: Sequence[int], context: int, ctx: Worklo
     return torch.stack(nll)
 
 
-class DecodePerplexity(Workload):
+class DecodePerplexity(Workload[DecodePerplexityParams]):
     """Perplexity of tokens decoded one at a time through the technique's own cache."""
 
     name = "decode-perplexity"
@@ -272,7 +272,7 @@ class DecodePerplexity(Workload):
     Params = DecodePerplexityParams
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
-        p: DecodePerplexityParams = self.params  # type: ignore[assignment]
+        p = self.params
         total = p.context_tokens + p.decode_tokens
         check_length(prepared.model, total, "decode-perplexity context + decode tokens")
         ids = text_tokens(ctx.tokenizer, ctx.text(p.text, "eval"), total, f"text {p.text!r}")

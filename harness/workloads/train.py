@@ -99,7 +99,7 @@ def adamw_reference_bytes(params: Sequence[Any]) -> int:
     return 2 * sum(p.numel() * p.element_size() for p in params)
 
 
-class Train(Workload):
+class Train(Workload[TrainParams]):
     """Timed optimizer steps; memory of grads, optimizer state and activations; final loss."""
 
     name = "train"
@@ -109,7 +109,7 @@ class Train(Workload):
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 
-        p: TrainParams = self.params  # type: ignore[assignment]
+        p = self.params
         torch.manual_seed(p.seed)
         model = prepared.model
         model.train()
