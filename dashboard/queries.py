@@ -22,7 +22,6 @@ from dashboard.pareto import pareto_front
 from harness.results import STATUSES, MetricDef
 from harness.store import workload_label as store_workload_label
 
-BASELINE = "baseline"
 CI_LOW, CI_HIGH = ".ci_low", ".ci_high"
 DELTA_SUFFIX = " Δ%"
 
@@ -42,6 +41,7 @@ IDENTITY_COLUMNS = frozenset(
         "machine",
         "gpu",
         "family",
+        "reference",
         "started_at",
         "duration_s",
     }
@@ -215,30 +215,38 @@ def latest_per_technique(cells: pd.DataFrame, keys: Sequence[str]) -> pd.DataFra
     return order.drop_duplicates(subset=list(keys), keep="last")
 
 
-def baseline_deltas(
+def is_reference(cells: pd.DataFrame) -> pd.Series:
+    """Which rows are cells of their suite's reference stack (all False without the column)."""
+    if "reference" not in cells.columns:
+        return pd.Series(False, index=cells.index)
+    return cells["reference"].fillna(False).astype(bool)
+
+
+def reference_deltas(
     cells: pd.DataFrame,
     metrics: Sequence[str],
     group: Sequence[str] = ("model", "device", "workload"),
 ) -> pd.DataFrame:
-    """Adds ``<metric> Δ%`` columns: change against the baseline of the same group.
+    """Adds ``<metric> Δ%`` columns: change against the reference stack of the same group.
 
-    ``Δ% = 100 · (value − baseline) / baseline``, where ``baseline`` is the value of the row
-    whose technique is ``baseline`` in the same (model, device, workload) group. The delta is
-    NaN where the group has no baseline row, the baseline value is missing or zero, or the
-    row's own value is missing. When a group has several baseline rows (several runs), the
-    newest run's is used.
+    ``Δ% = 100 · (value − reference) / reference``, where ``reference`` is the value of the
+    row of the suite's reference stack (column ``reference``; ``baseline`` unless the suite
+    says otherwise) in the same (model, device, workload) group. The delta is NaN where the
+    group has no reference row, its value is missing or zero, or the row's own value is
+    missing. When a group has several reference rows (several runs), the newest run's is
+    used.
 
     Args:
         cells: Normalised cells frame.
         metrics: Metric columns to compare.
-        group: Columns that must match between a row and its baseline.
+        group: Columns that must match between a row and its reference.
 
     Returns:
         A copy of ``cells`` with one delta column per metric.
     """
     out = cells.copy()
     group = [g for g in group if g in out.columns]
-    base = latest_per_technique(out[out["technique"] == BASELINE], group)
+    base = latest_per_technique(out[is_reference(out)], group)
     base = base.set_index(group) if group else base
     keys = list(zip(*(out[g] for g in group), strict=True)) if group else []
     for metric in metrics:
@@ -268,7 +276,7 @@ def leaderboard(
     sort_by: str | None = None,
     defs: Mapping[str, MetricDef] | None = None,
 ) -> pd.DataFrame:
-    """One row per technique stack of one model, device and workload, with baseline deltas.
+    """One row per technique stack of one model, device and workload, with reference deltas.
 
     Args:
         cells: Normalised cells frame (``normalize_cells``).
@@ -278,19 +286,21 @@ def leaderboard(
         metrics: Metric columns to show, each followed by its ``Δ%`` column.
         sort_by: Metric to sort on, best first by its direction in ``defs`` (ascending when
             it has no definition), ties and missing values by technique name; default:
-            baseline first, then technique name.
+            the reference stack first, then technique name.
         defs: Metric definitions, for the sort direction.
 
     Returns:
-        Columns ``technique``, ``family``, ``status``, ``reason``, ``run_id`` then, per
-        metric, the value and ``<metric> Δ%``. Index: 0..n-1.
+        Columns ``technique``, ``family``, ``reference``, ``status``, ``reason``, ``run_id``
+        then, per metric, the value and ``<metric> Δ%``. Index: 0..n-1.
     """
     keep = (cells["model"] == model) & (cells["device"] == device)
     keep &= cells["workload"] == workload
     rows = latest_per_technique(cells[keep], ["technique"])
     metrics = [m for m in metrics if m in rows.columns]
-    rows = baseline_deltas(rows, metrics)
-    columns = [c for c in ("technique", "family", "status", "reason", "run_id") if c in rows]
+    rows = reference_deltas(rows, metrics)
+    rows = rows.assign(reference=is_reference(rows))
+    identity = ("technique", "family", "reference", "status", "reason", "run_id")
+    columns = [c for c in identity if c in rows]
     for metric in metrics:
         columns += [metric, metric + DELTA_SUFFIX]
     table = rows[columns]
@@ -300,8 +310,8 @@ def leaderboard(
             [sort_by, "technique"], ascending=[not better_high, True], na_position="last"
         )
     else:
-        is_base = (table["technique"] != BASELINE).astype(int)
-        table = table.assign(_b=is_base).sort_values(["_b", "technique"]).drop(columns="_b")
+        others = (~table["reference"]).astype(int)
+        table = table.assign(_b=others).sort_values(["_b", "technique"]).drop(columns="_b")
     return table.reset_index(drop=True)
 
 

@@ -25,7 +25,6 @@ from sqlalchemy.engine import make_url
 from dashboard.charts import VEGA_LITE_VERSION, axis_title, format_value, frontier_spec
 from dashboard.data import Snapshot, describe_run, load_snapshot
 from dashboard.queries import (
-    BASELINE,
     DELTA_SUFFIX,
     EMPTY_DB_HINT,
     KEY_METRICS,
@@ -236,7 +235,7 @@ def _leaderboard_html(
             unit = defs[metric].unit if metric in defs else ""
             value = format_value(record[metric], unit)
             delta = record[metric + DELTA_SUFFIX]
-            if record["technique"] != BASELINE and not pd.isna(delta):
+            if not record["reference"] and not pd.isna(delta):
                 verdict = delta_is_better(delta, metric, defs)
                 css = {True: "better", False: "worse"}.get(verdict, "muted")  # type: ignore[arg-type]
                 value += f' <span class="{css}">({delta:+.1f}%)</span>'
@@ -248,8 +247,8 @@ def _leaderboard_html(
         for h in head
     )
     note = (
-        '<p class="meta">Deltas against the baseline of the same model, device and workload; '
-        "green is better, red worse.</p>"
+        '<p class="meta">Deltas against the reference stack of the same model, device and '
+        "workload; green is better, red worse.</p>"
     )
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>{note}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness import derive
 from harness.hookspecs import hookimpl
 from harness.results import MetricDef
 
@@ -18,4 +19,4 @@ CORE_METRICS = [
 
 @hookimpl
 def register_metrics() -> list[MetricDef]:
-    return CORE_METRICS
+    return [*CORE_METRICS, *derive.METRICS]

@@ -69,6 +69,7 @@ class CellResult:
     started_at: float  # unix time, s
     duration_s: float
     values: tuple[Value, ...] = ()
+    reference: bool = False  # the suite's reference stack: what other stacks compare with
 
     def metric(self, name: str) -> float | None:
         """The value of metric ``name``; None when it is absent or was not measured."""

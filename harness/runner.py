@@ -4,8 +4,9 @@ The runner never imports a model. It skips cells that already have an ``ok`` or
 ``skipped`` result on this machine (resume), hands the rest to one worker process per
 (model, device), and writes each result in one transaction. A cell that times out or kills
 its worker is recorded as such and the worker is restarted: a failed cell never stops the
-suite. Each ``ok`` cell with a TPOT also gets ``latency.speedup`` against the suite's
-baseline cell of the same model, device and workload, which runs first.
+suite. Each ``ok`` cell also gets the ratios of ``harness.derive.relative_values`` against the
+cell of the suite's reference stack with the same model, device and workload measured in
+the same run (reference cells run first in their group).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness import derive
+from harness.cell import cell_result
 from harness.environment import fingerprint, git_commit, library_versions, machine_info
 from harness.registry import Registry
-from harness.results import CellResult, Status, Value
+from harness.results import CellResult
 from harness.store import Store
 from harness.suite import Cell, Suite
 
 _START_TIMEOUT_S = 600  # first start may provision the built-in model
-BASELINE = "baseline"
 
 
 @dataclass
@@ -76,9 +78,8 @@ class WorkerHandle:
                 _, result = self.conn.recv()
                 return result  # type: ignore[no-any-return]
             self.kill()
-            return _failed(
-                cell, "timeout", f"cell ran longer than {cell.policy.timeout_s:g} s", started
-            )
+            reason = f"cell ran longer than {cell.policy.timeout_s:g} s"
+            return cell_result(cell, "timeout", reason, started)
         except (EOFError, BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
             code = None
             if self.proc is not None:
@@ -86,14 +87,10 @@ class WorkerHandle:
                 code = self.proc.exitcode
             self.kill()
             if code == -signal.SIGKILL:
-                return _failed(
-                    cell,
-                    "oom_host",
-                    "worker killed by SIGKILL (most likely the kernel's out-of-memory killer)",
-                    started,
-                )
+                reason = "worker killed by SIGKILL (most likely the kernel's out-of-memory killer)"
+                return cell_result(cell, "oom_host", reason, started)
             detail = f"worker exited with code {code}" if code is not None else repr(exc)
-            return _failed(cell, "crashed", detail, started)
+            return cell_result(cell, "crashed", detail, started)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.is_alive():
@@ -112,32 +109,17 @@ class WorkerHandle:
         self.kill()
 
 
-def _failed(cell: Cell, status: Status, reason: str, started: float) -> CellResult:
-    return CellResult(
-        key=cell.key,
-        model=cell.model.id,
-        device=cell.device,
-        technique=cell.label,
-        stack=tuple(s.as_dict() for s in cell.stack),
-        workload=cell.workload.as_dict(),
-        status=status,
-        reason=reason,
-        started_at=started,
-        duration_s=time.time() - started,
-    )
-
-
 def order_cells(cells: Iterable[Cell], registry: Registry) -> list[Cell]:
-    """Group by (model, device); baseline cells first, weight-mutating stacks last.
+    """Group by (model, device); reference cells first, then weight-mutating stacks last.
 
-    The pristine model is loaded once per group and reused by every stack that leaves the
-    weights alone; each mutating stack gets a fresh copy. Baselines go first so that every
-    other cell's speedup can be computed as it is recorded.
+    Reference cells go first so that every other cell's ratios can be derived as it is
+    recorded. The pristine model is loaded once per group and reused by every stack that
+    leaves the weights alone; each mutating stack gets a fresh copy.
     """
 
     def order(cell: Cell) -> tuple[bool, bool]:
         mutates = any(registry.techniques[s.name].mutates_weights for s in cell.stack)
-        return mutates, not _is_baseline(cell)
+        return not cell.reference, mutates
 
     cells = list(cells)
     groups: dict[tuple[str, str], list[Cell]] = {}
@@ -146,41 +128,10 @@ def order_cells(cells: Iterable[Cell], registry: Registry) -> list[Cell]:
     return [c for group in groups.values() for c in sorted(group, key=order)]
 
 
-def _is_baseline(cell: Cell) -> bool:
-    return [s.name for s in cell.stack] == [BASELINE]
-
-
-def _comparable(cell: Cell) -> tuple[str, str, str]:
+def comparable(cell: Cell) -> tuple[str, str, str]:
+    """What a cell and its reference share: model, device and workload."""
     workload = json.dumps(cell.workload.as_dict(), sort_keys=True)
     return cell.model.model_dump_json(), cell.device, workload
-
-
-def _baseline_tpot(
-    store: Store, machine_id: int, baseline: str | None, result: CellResult
-) -> float | None:
-    """TPOT of the baseline cell ``baseline``: this result's own, or stored on this machine."""
-    if baseline is None:
-        return None
-    if baseline == result.key:
-        return result.metric("latency.tpot_s")
-    return store.metric_value(machine_id, baseline, "latency.tpot_s")
-
-
-def with_speedup(result: CellResult, baseline_tpot: float | None) -> CellResult:
-    """Adds ``latency.speedup`` = baseline TPOT / TPOT to an ``ok`` cell that has a TPOT."""
-    tpot = result.metric("latency.tpot_s")
-    if result.status != "ok" or not tpot:
-        return result
-    if baseline_tpot is None:
-        value = Value(
-            "latency.speedup",
-            None,
-            "ratio",
-            reason="no ok baseline cell of this model, device and workload in the suite",
-        )
-    else:
-        value = Value("latency.speedup", baseline_tpot / tpot, "ratio", source="baseline TPOT")
-    return replace(result, values=(*result.values, value))
 
 
 def run_suite(
@@ -215,15 +166,19 @@ def run_suite(
         environment={**library_versions(), **registry.environment_info()},
     )
     summary.run_id = run_id
-    baselines = {_comparable(c): c.key for c in suite.cells if _is_baseline(c)}
+    references: dict[tuple[str, str, str], CellResult] = {}  # measured in this run
     workers: dict[str, WorkerHandle] = {}
     try:
         for i, cell in enumerate(todo, start=1):
             handle = workers.setdefault(cell.device, WorkerHandle(cell.device))
             result = handle.run(cell)
-            baseline = baselines.get(_comparable(cell))
-            result = with_speedup(result, _baseline_tpot(store, machine_id, baseline, result))
+            if cell.reference:
+                references[comparable(cell)] = result
+            ratios = derive.relative_values(result, references.get(comparable(cell)))
+            result = replace(result, values=(*result.values, *ratios))
             store.record(run_id, result)
+            if result.status == "ok" and result.reason:
+                print(f"warning: {cell.label}: {result.reason}", file=sys.stderr)
             for failure in registry.result_recorded(result, run_id):
                 print(f"warning: result sink failed: {failure}", file=sys.stderr)
             summary.counts[result.status] = summary.counts.get(result.status, 0) + 1

@@ -16,6 +16,7 @@ from harness.errors import Skip
 
 if TYPE_CHECKING:
     from harness.environment import Environment
+    from harness.kvcache import KVBuilder, KVStorage
 
 Kind = Literal["inference", "training"]
 
@@ -55,57 +56,99 @@ class Prepared:
         model: the model to run.
         generate_kwargs: extra keyword arguments for ``model.generate`` (an assistant
             model, prompt-lookup settings, ...).
-        make_cache: returns a fresh KV-cache object for one generation (eviction, offload).
-        quantized_cache: returns a fresh quantized cache (kv-quant). Alone it is the cache;
-            with ``make_cache`` set by a builder that ``stores_quantized`` (kv-evict), that
-            builder stores its tensors through this cache's layers. Workloads call
-            ``cache_kwargs``.
         optimizer_factory: builds the optimizer from the trainable parameters (training).
         autocast_dtype: ``"bfloat16"`` or ``"float16"``: the training loop runs forward and
             loss under ``torch.autocast`` of that dtype (float16 with a ``GradScaler``).
         cleanup: callables run after the cell (remove hooks, free memory).
+
+    The KV cache is composed through :meth:`set_cache` (a builder) and
+    :meth:`set_cache_storage` (a storage), see :mod:`harness.kvcache`; workloads get it
+    from :meth:`cache_kwargs` or :meth:`generate_args`.
     """
 
     model: Any
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
-    make_cache: Callable[[], Any] | None = None
-    quantized_cache: Callable[[], Any] | None = None
     optimizer_factory: Callable[[Any], Any] | None = None
     autocast_dtype: str | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)
-    _stores_quantized: bool = field(default=False, repr=False)
+    _builder: tuple[str, KVBuilder, bool] | None = field(default=None, repr=False)
+    _storage: tuple[str, KVStorage] | None = field(default=None, repr=False)
 
-    def set_cache(
-        self, make_cache: Callable[[], Any], technique: str, *, stores_quantized: bool = False
-    ) -> None:
-        """Set ``make_cache``; ``stores_quantized``: it honours ``quantized_cache``.
+    def set_cache(self, build: KVBuilder, technique: str, *, stores_codes: bool = False) -> None:
+        """Make ``technique`` the builder of the KV cache.
 
-        Skips the cell when an earlier technique of the stack built the cache, or quantized
-        it and this builder cannot store through the quantizer.
+        Args:
+            build: returns a fresh cache for one generation, given the storage's per-layer
+                codecs (or None when the stack has no storage).
+            technique: the name of the technique, for messages.
+            stores_codes: whether ``build`` keeps its tensors through the codecs it is
+                given; without it a storage in the stack skips the cell.
+
+        Raises:
+            Skip: another technique already builds the cache, or a storage is in the stack
+                and this builder cannot use it.
         """
-        if self.make_cache is not None:
+        if self._builder is not None:
             raise Skip(
-                f"{technique} and an earlier technique of this stack both build the KV cache; "
+                f"{technique} and {self._builder[0]} both build the KV cache; "
                 "such stacks do not combine"
             )
-        if self.quantized_cache is not None and not stores_quantized:
-            raise Skip(f"{technique} cannot hold a quantized KV cache; drop kv-quant")
-        self.make_cache = make_cache
-        self._stores_quantized = stores_quantized
+        if self._storage is not None and not stores_codes:
+            raise Skip(f"{technique} cannot store its KV cache through {self._storage[0]}")
+        self._builder = (technique, build, stores_codes)
 
-    def set_quantized_cache(self, quantized_cache: Callable[[], Any], technique: str) -> None:
-        """Set ``quantized_cache``; skips when the cache builder already set cannot use it."""
-        if self.make_cache is not None and not self._stores_quantized:
-            raise Skip(f"the KV cache built earlier in this stack cannot hold {technique}'s codes")
-        self.quantized_cache = quantized_cache
+    def set_cache_storage(self, storage: KVStorage, technique: str) -> None:
+        """Make ``technique`` the storage of the KV cache (see :mod:`harness.kvcache`).
+
+        Raises:
+            Skip: another technique already stores the cache, or the builder already set
+                cannot store through a storage.
+        """
+        if self._storage is not None:
+            raise Skip(
+                f"{technique} and {self._storage[0]} both store the KV cache; "
+                "such stacks do not combine"
+            )
+        if self._builder is not None and not self._builder[2]:
+            raise Skip(f"{self._builder[0]} cannot store its KV cache through {technique}")
+        self._storage = (technique, storage)
+
+    @property
+    def builds_cache(self) -> bool:
+        """Whether the stack replaces the model's default KV cache."""
+        return self._builder is not None or self._storage is not None
 
     def cache_kwargs(self) -> dict[str, Any]:
         """``model.generate`` keywords with a fresh KV cache; empty for the model's default."""
-        if self.make_cache is not None:
-            return {"past_key_values": self.make_cache()}
-        if self.quantized_cache is not None:
-            return {"past_key_values": self.quantized_cache()}
+        storage = self._storage[1] if self._storage else None
+        if self._builder is not None:
+            return {"cache": self._builder[1](storage.codecs() if storage else None)}
+        if storage is not None:
+            return {"cache": storage.cache()}
         return {}
+
+    def generate_args(
+        self, input_ids: Any, new_tokens: int, tokenizer: Any, *, speculate: bool = True
+    ) -> dict[str, Any]:
+        """Keywords of one greedy ``model.generate`` call over ``input_ids`` with this stack.
+
+        ``new_tokens`` at most (the caller suppresses end-of-sequence to get exactly that
+        many), the tokenizer's pad id (its end-of-sequence id when it has none), a fresh
+        KV cache of the stack, and the stack's ``generate_kwargs`` unless ``speculate`` is
+        False (tokens forced by the caller come no faster from a drafter).
+        """
+        import torch
+
+        pad = tokenizer.pad_token_id
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "max_new_tokens": new_tokens,
+            "do_sample": False,
+            "pad_token_id": pad if pad is not None else tokenizer.eos_token_id,
+            **(self.generate_kwargs if speculate else {}),
+            **self.cache_kwargs(),
+        }
 
 
 _ConfigBase = Config  # the class attribute ``Technique.Config`` shadows the name inside
@@ -125,9 +168,19 @@ class Technique(Generic[ConfigT]):
     Config: ClassVar[type[_ConfigBase]] = _ConfigBase
     mutates_weights: ClassVar[bool] = False
     incompatible_with: ClassVar[frozenset[str]] = frozenset()
+    #: The stack a suite compares with when it names no ``reference:`` (the built-in
+    #: ``baseline`` sets it; at most one installed technique should).
+    default_reference: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT) -> None:
         self.config: ConfigT = config
+
+    @property
+    def reads_workload(self) -> bool:
+        """Whether ``prepare`` uses the workload's parameters (``Context.workload``) to decide
+        what runs, so each workload variant of the stack is a different model and accuracy is
+        measured per variant instead of once per stack. Override where it is so."""
+        return False
 
     def check(self, env: Environment) -> None:
         """Raise ``Skip(reason)`` when this technique cannot run on ``env``."""

@@ -11,7 +11,7 @@ use); pass ``model="smollm2-135m"`` for the real one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +21,11 @@ from harness.plugins import get_plugin_manager
 from harness.probes.replay import ReplayNvml as ReplayNvml
 from harness.probes.replay import ReplayRapl as ReplayRapl
 from harness.registry import Registry
-from harness.results import CellResult
+from harness.results import CellResult, Measurement
 from harness.suite import Policy, suite_from_data
+from harness.technique import Prepared
 from harness.worker import Worker
-from harness.workloads import WorkloadContext
+from harness.workloads import Workload, WorkloadContext
 
 StackSpec = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]]
 
@@ -84,18 +85,46 @@ def run_technique(
     return TestResult(runner.run(cell))
 
 
-def workload_context(
-    tokenizer: Any, *, reference: Callable[[], Any] | None = None, device: str = "cpu"
-) -> WorkloadContext:
-    """A ``WorkloadContext`` for calling a workload's ``run`` directly: default policy, no
-    probes, the built-in text sources."""
-    from harness.textsources import ShakespeareSource
+class BuiltinTexts(Mapping[tuple[str, str], str]):
+    """``WorkloadContext.texts`` that loads any (text source, split) of the installed text
+    sources on first use, for calling a task directly."""
 
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str], str] = {}
+
+    def __getitem__(self, key: tuple[str, str]) -> str:
+        if key not in self._loaded:
+            from harness.textsources import resolve_text_source
+
+            ref, split = key
+            source = resolve_text_source(ref, registry_with().text_sources)
+            self._loaded[key] = source.load(ref, split)  # type: ignore[arg-type]
+        return self._loaded[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._loaded)
+
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+
+def workload_context(tokenizer: Any, *, device: str = "cpu") -> WorkloadContext:
+    """A ``WorkloadContext`` for calling a workload's ``run`` directly: default policy, no
+    probes, the installed text sources (``BuiltinTexts``)."""
     return WorkloadContext(
-        device=device,
-        tokenizer=tokenizer,
-        policy=Policy(),
-        probes=[],
-        text=lambda ref, split: ShakespeareSource().load(ref, split),  # type: ignore[arg-type]
-        reference=reference,
+        device=device, tokenizer=tokenizer, policy=Policy(), probes=[], texts=BuiltinTexts()
     )
+
+
+def run_task(
+    task: Workload[Any],
+    prepared: Prepared,
+    ctx: WorkloadContext,
+    *,
+    reference_model: Any = None,
+) -> Measurement:
+    """Run ``task`` as the cell pipeline does: when it ``uses_reference``, its reference
+    outputs are first computed on ``reference_model`` (the unmodified model)."""
+    if task.uses_reference and reference_model is not None:
+        ctx.reference = task.reference(reference_model, ctx)
+    return task.run(prepared, ctx)

@@ -10,6 +10,7 @@ class Baseline(Technique):
 
     name = "baseline"
     kind = frozenset({"inference", "training"})
+    default_reference = True  # a suite without 'reference:' compares with this stack
 
 
 @hookimpl

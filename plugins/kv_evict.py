@@ -21,18 +21,21 @@ cache layer scores and evicts). Positions are not re-rotated (see ``kv_policies`
 Metrics: ``kv.budget_tokens`` and ``kv.evicted_tokens`` (per sequence and layer, layer 0,
 of the cell's last generation = tokens seen − tokens kept).
 
-Stacked with ``kv-quant`` (either order), the kept tokens are stored as kv-quant's codes
-plus its full-precision residual (``Prepared.quantized_cache``; see ``kv_policies``).
+kv-evict is the stack's KV cache *builder* and stores codes (``harness.kvcache``): stacked
+with a KV storage such as ``kv-quant`` (either order), the kept tokens are held as the
+storage's codes plus a full-precision residual (see ``kv_policies``).
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from harness import Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
+from harness.kvcache import KVCodec
 from plugins.kv_policies import EvictingCache, H2OLayer, SnapKVLayer, StreamingLayer
 
 _WRAPPED = ("sdpa", "eager")
@@ -67,6 +70,11 @@ class KVEvict(Technique[KVEvictConfig]):
     kind = frozenset({"inference"})
     Config = KVEvictConfig
 
+    @property
+    def reads_workload(self) -> bool:
+        """A ``budget_ratio`` is a share of the workload's prompt: a model per variant."""
+        return self.config.budget_ratio is not None
+
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
         c = self.config
         budget = self.budget(ctx)
@@ -87,10 +95,9 @@ class KVEvict(Technique[KVEvictConfig]):
         ]
         ctx.state["budget"] = budget
 
-        def make_cache() -> EvictingCache:
+        def build(stored: Sequence[KVCodec] | None) -> EvictingCache:
             layers: list[Any]
-            quantized = prepared.quantized_cache  # kv-quant in the stack: store its codes
-            codecs = quantized().layers if quantized else [None] * text.num_hidden_layers
+            codecs: Sequence[KVCodec | None] = stored or [None] * text.num_hidden_layers
             if c.policy == "streaming":
                 layers = [StreamingLayer(budget, c.sink_tokens, q) for q in codecs]
             elif c.policy == "h2o":
@@ -104,7 +111,7 @@ class KVEvict(Technique[KVEvictConfig]):
             ctx.state["tally"] = layers[0].tally = {"evicted": 0}  # the last generation's
             return cache
 
-        prepared.set_cache(make_cache, self.name, stores_quantized=True)
+        prepared.set_cache(build, self.name, stores_codes=True)
         _register()
         model.set_attn_implementation(f"kv-evict|{base}")
 

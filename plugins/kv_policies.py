@@ -16,14 +16,14 @@ Scores (H2O, SnapKV) come from ``observe``, called by the attention wrapper of
 summed over the queries and over the query heads of each KV head (GQA), giving one score
 per KV head and key.
 
-Quantized storage (``kv-quant`` stacked with ``kv-evict``): a layer given a ``codec`` (one
-layer of transformers' ``QuantizedCache``, whose ``_quantize``/``_dequantize`` it borrows)
-holds its kept tokens as that back-end's codes plus a full-precision residual of the
-tokens added since the last flush, as ``QuantizedLayer`` does (KIVI): the prompt is
-quantized at once, the residual is flushed into the codes when it reaches
-``residual_length`` (fp8: every step). A step dequantizes the codes, attends and evicts
-over full-precision tensors, then stores them again; the codes are re-quantized only when
-eviction or a flush changed them. The budget counts codes and residual together.
+Stored codes (a KV storage such as ``kv-quant`` in the stack): a layer given a ``codec``
+(``harness.kvcache.KVCodec``) holds its kept tokens as the codec's codes plus a
+full-precision residual of the tokens added since the last flush, as transformers'
+``QuantizedLayer`` does (KIVI): the prompt is encoded at once, the residual is flushed into
+the codes when it reaches the codec's ``residual_length`` (0: every step). A step decodes
+the codes, attends and evicts over full-precision tensors, then stores them again; the codes
+are re-encoded only when eviction or a flush changed them. The budget counts codes and
+residual together.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class EvictingLayer(DynamicLayer):
         self.scores: Any = None
         #: where the evicted count is mirrored, so it outlives the cache (set by the owner)
         self.tally: dict[str, int] | None = None
-        #: a quantized cache layer whose quantizer stores the kept tokens (None: plain)
+        #: the ``KVCodec`` whose codes hold the kept tokens (None: plain tensors)
         self.codec = codec
         self.codes: Any = None  # (keys, values) of the first ``coded`` kept tokens
         self.coded = 0
@@ -112,7 +112,7 @@ class EvictingLayer(DynamicLayer):
             return
         self.thawed = True
         if self.codes is not None:
-            keys, values = (self.codec._dequantize(q) for q in self.codes)
+            keys, values = (self.codec.decode(q) for q in self.codes)
             residual: Any = (self.keys, self.values)
             self.keys = torch.cat([keys, residual[0]], dim=-2)
             self.values = torch.cat([values, residual[1]], dim=-2)
@@ -126,29 +126,20 @@ class EvictingLayer(DynamicLayer):
         values: Any = self.values
         n = keys.shape[-2]
         self.fresh += added
-        if self.fresh >= getattr(self.codec, "residual_length", 0) or self.seen == added:
+        if self.fresh >= self.codec.residual_length or self.seen == added:
             self.fresh = 0  # the residual is full, or this is the prompt: quantize it all
         coded = n - min(self.fresh, n)
         if evicted or coded != self.coded:
             self.codes = None
             if coded:
                 self.codes = (
-                    self._pack(keys[..., :coded, :], "axis_key"),
-                    self._pack(values[..., :coded, :], "axis_value"),
+                    self.codec.encode(keys[..., :coded, :], "key"),
+                    self.codec.encode(values[..., :coded, :], "value"),
                 )
             self.coded = coded
         self.keys = keys[..., coded:, :].clone()  # its own storage: the full tensor is freed
         self.values = values[..., coded:, :].clone()
         self.thawed = False
-
-    def _pack(self, tensor: Any, axis: str) -> Any:
-        from transformers.cache_utils import QuantizedLayer
-
-        codec = self.codec
-        codec.keys = tensor.new_empty(0)  # hqq and fp8 take the dtype and device from it
-        if isinstance(codec, QuantizedLayer):
-            return codec._quantize(tensor.contiguous(), axis=getattr(codec, axis))
-        return codec._quantize(tensor)  # fp8: one scale per tensor
 
     def _evict(self, new_scores: Any) -> bool:
         """Keep what ``keep`` chooses; True if anything was evicted."""

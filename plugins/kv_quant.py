@@ -15,9 +15,10 @@ n quantized values, r residual tokens, dtype size s (bytes):
   int back-ends ≈ n·bits/8 + (n/group_size)·2·4 (fp32 scale + zero) + r·heads·head_dim·s
   fp8            = n + 4.
 
-Stacked with ``kv-evict``, the evicting cache stores its kept tokens through this cache's
-layers instead (``Prepared.set_quantized_cache``); a cache builder that cannot (offload's
-KV cache) skips the cell.
+kv-quant is the stack's KV *storage* (``harness.kvcache``): alone it makes the whole cache;
+stacked with a cache builder that stores codes (``kv-evict``), the builder keeps its tokens
+through this back-end's codecs (``QuantizedCodec``) instead; a builder that cannot
+(offload's KV cache) skips the cell.
 
 Axes: ``axis_key`` / ``axis_value`` choose the dimension the groups run along; KIVI
 quantizes keys per channel and values per token. transformers' defaults (0, 0) are kept;
@@ -31,6 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.kvcache import KVKind
 
 #: Import name of each back-end's library (None: plain torch).
 _LIBRARIES = {"quanto": "optimum.quanto", "hqq": "hqq", "fp8": None}
@@ -106,9 +108,49 @@ class KVQuant(Technique[KVQuantConfig]):
             raise Skip(
                 f"QuantizedCache supports full-attention layers only; the model has {sorted(kinds)}"
             )
-        c = self.config
-        prepared.set_quantized_cache(lambda: make_cache(c, config), self.name)
+        prepared.set_cache_storage(QuantizedStorage(self.config, config), self.name)
         return prepared
+
+
+class QuantizedStorage:
+    """kv-quant as a ``harness.kvcache.KVStorage``: transformers' ``QuantizedCache``, whole or
+    as one codec per layer."""
+
+    def __init__(self, c: KVQuantConfig, model_config: Any) -> None:
+        self.c = c
+        self.model_config = model_config
+
+    def cache(self) -> Any:
+        return make_cache(self.c, self.model_config)
+
+    def codecs(self) -> list[QuantizedCodec]:
+        return [QuantizedCodec(layer) for layer in self.cache().layers]
+
+
+class QuantizedCodec:
+    """One layer of a ``QuantizedCache`` as a ``harness.kvcache.KVCodec``.
+
+    Borrows the layer's private ``_quantize``/``_dequantize`` (transformers 5.x): the integer
+    back-ends group along ``axis_key``/``axis_value``, fp8 scales per tensor. The byte and
+    identity tests of tests/test_kv_evict.py catch a change of those methods.
+    """
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.residual_length = int(getattr(layer, "residual_length", 0))
+
+    def encode(self, tensor: Any, kind: KVKind) -> Any:
+        from transformers.cache_utils import QuantizedLayer
+
+        layer = self.layer
+        layer.keys = tensor.new_empty(0)  # hqq and fp8 take the dtype and device from it
+        if isinstance(layer, QuantizedLayer):
+            axis = layer.axis_key if kind == "key" else layer.axis_value
+            return layer._quantize(tensor.contiguous(), axis=axis)
+        return layer._quantize(tensor)  # fp8: one scale per tensor
+
+    def decode(self, codes: Any) -> Any:
+        return self.layer._dequantize(codes)
 
 
 def make_cache(c: KVQuantConfig, model_config: Any) -> Any:

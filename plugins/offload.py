@@ -79,12 +79,12 @@ class Offload(Technique[OffloadConfig]):
             caches: list[Any] = []
             ctx.state["caches"] = caches
 
-            def make_cache() -> Any:
+            def build(codecs: object) -> Any:  # stores no codes: a storage skips the cell
                 cache = DynamicCache(config=config, offloading=True)
                 caches[:] = [cache]  # the latest only: metrics count what it holds
                 return cache
 
-            prepared.set_cache(make_cache, self.name)
+            prepared.set_cache(build, self.name)
         return prepared
 
     def metrics(self, ctx: Context) -> dict[str, float]:

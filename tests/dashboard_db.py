@@ -191,6 +191,7 @@ def _record_run(
                     started_at=t0 + i,
                     duration_s=4.0 + i,
                     values=tuple(metric_values(model, i, slowdown, with_accuracy, speed)),
+                    reference=label == "baseline",
                 ),
             )
         for label, stack, status, reason in (SKIPPED, FAILED):

@@ -55,6 +55,10 @@ class _Budget(Technique):
 
     name = "budget"
 
+    @property
+    def reads_workload(self) -> bool:
+        return True
+
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
         ctx.state["budget"] = ctx.workload["params"]["prompt_tokens"] // 2
         return prepared

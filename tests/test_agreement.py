@@ -10,9 +10,9 @@ import torch
 
 from harness import Context, Prepared, Technique, hookimpl
 from harness.models import BuiltinSource
-from harness.testing import registry_with, run_technique, workload_context
+from harness.cell import REFERENCE_ENTRIES
+from harness.testing import registry_with, run_task, run_technique, workload_context
 from harness.worker import Worker
-from harness.workloads import agreement as agreement_module
 from harness.workloads.agreement import Agreement, AgreementParams, compare, windows
 
 TASK = {"agreement": {"tokens": 96, "window": 64}}
@@ -38,34 +38,40 @@ def test_windows_cover_every_position() -> None:
 
 
 def test_a_model_agrees_with_itself_exactly(tiny: Any) -> None:
-    values = Agreement(AgreementParams(tokens=96, window=64)).run(
-        Prepared(tiny.model), workload_context(tiny.tokenizer, reference=lambda: tiny.model)
-    )
+    task = Agreement(AgreementParams(tokens=96, window=64))
+    ctx = workload_context(tiny.tokenizer)
+    values = run_task(task, Prepared(tiny.model), ctx, reference_model=tiny.model)
     got = {v.name: v for v in values.values}
     assert got["accuracy.top1_agreement"].value == 1.0
     assert got["accuracy.kl_div"].value == 0.0
     assert got["accuracy.top1_agreement"].n == 96
 
 
-def test_reference_outputs_are_computed_once_per_reference_and_params(tiny: Any) -> None:
-    calls = []
+def test_reference_outputs_are_computed_once_per_worker_model_and_params(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    original = Agreement.reference
 
-    def reference() -> Any:
-        calls.append(1)
-        return tiny.model
+    def counting(self: Agreement, model: Any, ctx: Any) -> Any:
+        calls.append(self.params.window)
+        return original(self, model, ctx)
 
-    ctx = workload_context(tiny.tokenizer, reference=reference)
-    for _ in range(3):
-        Agreement(AgreementParams(tokens=32, window=32)).run(Prepared(tiny.model), ctx)
-    assert len(calls) == 1
-    Agreement(AgreementParams(tokens=32, window=16)).run(Prepared(tiny.model), ctx)
-    assert len(calls) == 2
-    assert len(agreement_module._reference_cache) <= agreement_module.CACHE_ENTRIES
+    monkeypatch.setattr(Agreement, "reference", counting)
+    worker = Worker("cpu", registry_with([_Plugin()]))
+    small = {"agreement": {"tokens": 32, "window": 32}}
+    for stack in ("baseline", "nudge", "scale"):
+        assert run_technique(stack, accuracy=[small], worker=worker).status == "ok"
+    assert calls == [32]
+    other = {"agreement": {"tokens": 32, "window": 16}}
+    assert run_technique("baseline", accuracy=[other], worker=worker).status == "ok"
+    assert calls == [32, 16]
+    assert len(worker.memo.reference) <= REFERENCE_ENTRIES
 
 
 def test_no_reference_gives_null_values_with_a_reason(tiny: Any) -> None:
     values = Agreement(AgreementParams(tokens=32)).run(
-        Prepared(tiny.model), workload_context(tiny.tokenizer, reference=None)
+        Prepared(tiny.model), workload_context(tiny.tokenizer)
     )
     assert all(v.value is None and v.reason for v in values.values)
 

@@ -17,7 +17,6 @@ from dashboard.charts import axis_title, display_unit, format_value, frontier_sp
 from dashboard.data import cell_detail, load_snapshot, run_detail
 from dashboard.queries import (
     DELTA_SUFFIX,
-    baseline_deltas,
     busiest_workload,
     compare_frames,
     default_axes,
@@ -30,6 +29,7 @@ from dashboard.queries import (
     leaderboard,
     metric_columns,
     normalize_cells,
+    reference_deltas,
     status_summary,
     technique_family,
     workload_label,
@@ -58,7 +58,10 @@ def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
         "status": "ok",
         "reason": None,
     }
-    return normalize_cells(pd.DataFrame([{**base, **r} for r in rows]))
+    # The cells of the stack labelled baseline are the reference stack's, as in a suite
+    # without 'reference:'.
+    rows = [{**base, "reference": r.get("technique") == "baseline", **r} for r in rows]
+    return normalize_cells(pd.DataFrame(rows))
 
 
 # --- labels ----------------------------------------------------------------------------------
@@ -137,7 +140,7 @@ def test_directed_metrics_need_a_definition_and_data() -> None:
 # --- deltas and leaderboard ------------------------------------------------------------------
 
 
-def test_baseline_deltas_exact() -> None:
+def test_reference_deltas_exact() -> None:
     cells = frame(
         [
             {"technique": "baseline", MEM: 200.0, TPOT: 0.020},
@@ -145,21 +148,21 @@ def test_baseline_deltas_exact() -> None:
             {"technique": "quant", "model": "other", MEM: 10.0, TPOT: 0.01},
         ]
     )
-    out = baseline_deltas(cells, [MEM, TPOT])
+    out = reference_deltas(cells, [MEM, TPOT])
     assert out[MEM + DELTA_SUFFIX].tolist()[:2] == [0.0, -75.0]
     assert out[TPOT + DELTA_SUFFIX].iloc[1] == pytest.approx(25.0)
     # The other model has no baseline: no delta.
     assert math.isnan(out[MEM + DELTA_SUFFIX].iloc[2])
 
 
-def test_baseline_deltas_zero_or_missing_baseline_gives_nan() -> None:
+def test_reference_deltas_zero_or_missing_baseline_gives_nan() -> None:
     cells = frame(
         [
             {"technique": "baseline", MEM: 0.0, TPOT: math.nan},
             {"technique": "quant", MEM: 5.0, TPOT: 0.02},
         ]
     )
-    out = baseline_deltas(cells, [MEM, TPOT])
+    out = reference_deltas(cells, [MEM, TPOT])
     assert math.isnan(out[MEM + DELTA_SUFFIX].iloc[1])
     assert math.isnan(out[TPOT + DELTA_SUFFIX].iloc[1])
 
@@ -185,6 +188,7 @@ def test_leaderboard_keeps_newest_run_and_sorts_by_direction() -> None:
     assert list(default.columns) == [
         "technique",
         "family",
+        "reference",
         "status",
         "reason",
         "run_id",

@@ -110,9 +110,9 @@ def test_a_budget_above_the_context_changes_nothing(policy: str) -> None:
         )
         tech = KVEvict(KVEvictConfig(policy=policy, budget_tokens=64))  # type: ignore[arg-type]
         prepared = tech.prepare(Prepared(model=loaded.model), ctx)
-        assert prepared.make_cache is not None
+        assert prepared.builds_cache
         try:
-            out = loaded.model.generate(ids, past_key_values=prepared.make_cache(), **kw)
+            out = loaded.model.generate(ids, **prepared.cache_kwargs(), **kw)
         finally:
             for undo in prepared.cleanup:
                 undo()
@@ -175,10 +175,10 @@ def test_quantized_eviction_without_eviction_matches_kv_quant(backend: str) -> N
         prepared = Prepared(model=loaded.model)
         for tech in stack:
             prepared = tech.prepare(prepared, ctx)
-        cache = prepared.cache_kwargs()["past_key_values"]
+        cache = prepared.cache_kwargs()["cache"]
         try:
             with torch.inference_mode():
-                outputs.append(loaded.model.generate(ids, past_key_values=cache, **kw).tolist())
+                outputs.append(loaded.model.generate(ids, cache=cache, **kw).tolist())
         finally:
             for undo in prepared.cleanup:
                 undo()
@@ -188,18 +188,48 @@ def test_quantized_eviction_without_eviction_matches_kv_quant(backend: str) -> N
     assert sizes[0] == sizes[1]
 
 
-def test_caches_that_cannot_hold_codes_skip_with_kv_quant() -> None:
+class _Storage:
+    def cache(self) -> Any:
+        return "whole"
+
+    def codecs(self) -> list[Any]:
+        return ["codec"]
+
+
+def test_builders_that_cannot_store_codes_skip_with_a_storage() -> None:
     from harness.errors import Skip
     from harness.technique import Prepared
 
     prepared = Prepared(model=None)
-    prepared.set_quantized_cache(lambda: None, "kv-quant")
-    with pytest.raises(Skip, match="cannot hold a quantized KV cache"):
-        prepared.set_cache(lambda: None, "offload")
+    prepared.set_cache_storage(_Storage(), "kv-quant")
+    with pytest.raises(Skip, match="offload cannot store its KV cache through kv-quant"):
+        prepared.set_cache(lambda codecs: None, "offload")
     prepared = Prepared(model=None)
-    prepared.set_cache(lambda: None, "offload")
-    with pytest.raises(Skip, match="cannot hold kv-quant's codes"):
-        prepared.set_quantized_cache(lambda: None, "kv-quant")
+    prepared.set_cache(lambda codecs: None, "offload")
+    with pytest.raises(Skip, match="offload cannot store its KV cache through kv-quant"):
+        prepared.set_cache_storage(_Storage(), "kv-quant")
+
+
+def test_any_builder_that_stores_codes_gets_the_storages_codecs() -> None:
+    """The composition is a protocol: a third-party builder stacks like kv-evict does."""
+    from harness.errors import Skip
+    from harness.technique import Prepared
+
+    for order in ("builder first", "storage first"):
+        prepared = Prepared(model=None)
+        steps = [
+            lambda: prepared.set_cache(lambda codecs: ("built", codecs), "my-kv", stores_codes=True),
+            lambda: prepared.set_cache_storage(_Storage(), "kv-quant"),
+        ]
+        for step in steps if order == "builder first" else steps[::-1]:
+            step()
+        assert prepared.cache_kwargs() == {"cache": ("built", ["codec"])}
+    alone = Prepared(model=None)
+    alone.set_cache_storage(_Storage(), "kv-quant")
+    assert alone.cache_kwargs() == {"cache": "whole"}
+    with pytest.raises(Skip, match="my-kv and kv-quant both store the KV cache"):
+        alone.set_cache_storage(_Storage(), "my-kv")
+    assert Prepared(model=None).cache_kwargs() == {}
 
 
 def test_crop_of_a_quantized_layer_drops_the_newest_tokens() -> None:
@@ -207,7 +237,9 @@ def test_crop_of_a_quantized_layer_drops_the_newest_tokens() -> None:
     import torch
     from transformers.cache_utils import HQQQuantizedLayer
 
-    codec = HQQQuantizedLayer(nbits=8, q_group_size=16, residual_length=4)
+    from plugins.kv_quant import QuantizedCodec
+
+    codec = QuantizedCodec(HQQQuantizedLayer(nbits=8, q_group_size=16, residual_length=4))
     layer = StreamingLayer(budget=64, sink=4, codec=codec)
     tokens = torch.randn(1, 2, 12, 16, generator=torch.Generator().manual_seed(0))
     layer.update(tokens[:, :, :10], tokens[:, :, :10].clone())  # prompt: all 10 coded

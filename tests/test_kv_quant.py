@@ -76,8 +76,8 @@ def test_smollm2_2048_tokens_ratios() -> None:
 
     def fill(cache: object) -> int:
         with torch.inference_mode():  # prefill, then 127 tokens that stay in the residual
-            model(input_ids=ids[:, :1921], past_key_values=cache, use_cache=True)
-            model(input_ids=ids[:, 1921:], past_key_values=cache, use_cache=True)
+            model(input_ids=ids[:, :1921], cache=cache, use_cache=True)
+            model(input_ids=ids[:, 1921:], cache=cache, use_cache=True)
         return tensor_bytes(cache)
 
     base = fill(DynamicCache())

@@ -115,9 +115,9 @@ def test_decode_perplexity_sees_the_stacks_cache(tiny: Any) -> None:
     ids = _eval_ids(tiny.tokenizer, 48)
     ctx = workload_context(tiny.tokenizer)
     full = decode_nll(Prepared(tiny.model), ids, 32, ctx)
-    windowed = decode_nll(
-        Prepared(tiny.model, make_cache=lambda: DynamicCache(config=config)), ids, 32, ctx
-    )
+    sliding = Prepared(tiny.model)
+    sliding.set_cache(lambda codecs: DynamicCache(config=config), "sliding")
+    windowed = decode_nll(sliding, ids, 32, ctx)
     assert float(full[0]) == pytest.approx(float(windowed[0]), abs=1e-6)  # from the prefill
     assert bool(((full[1:] - windowed[1:]).abs() > 1e-3).all())
 

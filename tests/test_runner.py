@@ -124,19 +124,41 @@ def test_sigkill_mid_suite_then_resume_gives_one_result_per_cell(
     assert len(rows) == 6 and {count for _, count in rows} == {1}
 
 
-def test_speedup_is_baseline_tpot_over_tpot_also_after_resume(tmp_path: Path, db_url: str) -> None:
+def _speedups(db_path: Path, run_id: int) -> dict[tuple[str, str], tuple[float | None, str]]:
+    """(technique, workload JSON) -> (latency.speedup, its reason) of one run's cells."""
+    import sqlite3
+
+    rows = sqlite3.connect(db_path).execute(
+        "select c.technique, c.workload, m.value, m.reason from cells c join metrics m "
+        "on m.cell_id = c.id where m.name = 'latency.speedup' and c.run_id = ?",
+        (run_id,),
+    )
+    return {(t, w): (v, r or "") for t, w, v, r in rows}
+
+
+def test_speedup_is_against_the_reference_of_the_same_run(tmp_path: Path, db_url: str) -> None:
+    db_path = Path(db_url.removeprefix("sqlite:///"))
     alone = suite_file(tmp_path, "[{precision: {dtype: fp32}}]", name="alone")
     assert bench("run", str(alone), "--db", db_url).returncode == 0
-    frame = Store.open(db_url, read_only=True).cells_frame()
-    assert frame["latency.speedup"].isna().all()  # no baseline in that suite
+    assert all(
+        v is None and "no ok cell of the reference stack" in r
+        for v, r in _speedups(db_path, 1).values()
+    )
     first = suite_file(tmp_path, "[baseline]", name="first")
     assert bench("run", str(first), "--db", db_url).returncode == 0
-    # the baseline listed last, and already measured: it comes from the store
+    # The baseline is listed last and was measured by the previous run: a resumed run has
+    # no reference of its own, so no speedup (never one against another run's cell).
     both = suite_file(tmp_path, "[{precision: {dtype: bf16}}, baseline]", name="both")
     assert bench("run", str(both), "--db", db_url).returncode == 0
-    frame = Store.open(db_url, read_only=True).cells_frame()
-    frame = frame[frame["technique"].isin(["baseline", "precision(dtype=bf16)"])]
+    resumed = _speedups(db_path, 3)
+    assert len(resumed) == 2 and all(v is None for v, _ in resumed.values())
+    assert bench("run", str(both), "--db", db_url, "--rerun").returncode == 0
+    frame = Store.open(db_url, read_only=True).cells_frame(run_id=4)
     assert len(frame) == 4 and set(frame["status"]) == {"ok"}
+    assert frame.set_index("technique")["reference"].to_dict() == {
+        "baseline": True,
+        "precision(dtype=bf16)": False,
+    }
     for _, group in frame.groupby("workload"):
         rows = group.set_index("technique")
         base = rows.loc["baseline"]
@@ -144,3 +166,16 @@ def test_speedup_is_baseline_tpot_over_tpot_also_after_resume(tmp_path: Path, db
         other = rows.loc["precision(dtype=bf16)"]
         expected = base["latency.tpot_s"] / other["latency.tpot_s"]
         assert other["latency.speedup"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_suite_names_its_reference_stack(tmp_path: Path, db_url: str) -> None:
+    suite = suite_file(tmp_path, "[baseline, {precision: {dtype: bf16}}]", name="ref")
+    suite.write_text(suite.read_text() + "reference: {precision: {dtype: bf16}}\n")
+    assert bench("run", str(suite), "--db", db_url).returncode == 0
+    frame = Store.open(db_url, read_only=True).cells_frame()
+    for _, group in frame.groupby("workload"):
+        rows = group.set_index("technique")
+        ref = rows.loc["precision(dtype=bf16)"]
+        assert bool(ref["reference"]) and ref["latency.speedup"] == 1.0
+        expected = ref["latency.tpot_s"] / rows.loc["baseline"]["latency.tpot_s"]
+        assert rows.loc["baseline"]["latency.speedup"] == pytest.approx(expected, rel=1e-12)

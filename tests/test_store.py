@@ -123,7 +123,7 @@ def roundtrip(store: Store) -> None:
     frame = store.cells_frame(run_id=run, with_ci=True)
     assert list(frame.columns) == [
         *("run_id", "suite", "cell_key", "model", "device", "technique", "workload"),
-        *("status", "reason"),
+        *("status", "reason", "reference"),
         *("energy.j_per_token", "energy.j_per_token.ci_low", "energy.j_per_token.ci_high"),
         *("latency.ttft_s", "latency.ttft_s.ci_low", "latency.ttft_s.ci_high"),
         *("memory.peak_alloc_bytes",),
@@ -283,9 +283,9 @@ def test_cells_frame_latest_per_key_and_run_selection(store: Store) -> None:
     first = store.cells_frame(run_id=run1)
     assert first[["cell_key", "status"]].values.tolist() == [["k1", "ok"], ["k2", "crashed"]]
     assert pd.isna(first["reason"][0]) and first["reason"][1] == "worker died"
-    assert store.cells_frame(suite="nothing").columns.tolist()[:9] == [
+    assert store.cells_frame(suite="nothing").columns.tolist()[:10] == [
         *("run_id", "suite", "cell_key", "model", "device", "technique", "workload"),
-        *("status", "reason"),
+        *("status", "reason", "reference"),
     ]
     with pytest.raises(StoreError, match="no run with id 77"):
         store.cells_frame(run_id=77)
@@ -342,7 +342,7 @@ def test_export_reads_back_exactly(store: Store, tmp_path: Path, fmt: str) -> No
     assert records[0]["workload"] == "generate(batch_size=1,new_tokens=32,prompt_tokens=128)"
     assert list(records[0]) == [
         *("run_id", "suite", "cell_key", "model", "device", "technique", "workload"),
-        *("status", "reason", "latency.ttft_s", "n.tokens"),
+        *("status", "reason", "reference", "latency.ttft_s", "n.tokens"),
     ]
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
 
@@ -368,7 +368,7 @@ def test_empty_store(store: Store, tmp_path: Path) -> None:
     assert store.runs_frame().empty
     assert store.cells_frame(with_ci=True).columns.tolist() == [
         *("run_id", "suite", "cell_key", "model", "device", "technique", "workload"),
-        *("status", "reason"),
+        *("status", "reason", "reference"),
     ]
     assert store.export("json", tmp_path / "empty.json") == 0
     assert json.loads((tmp_path / "empty.json").read_text()) == []

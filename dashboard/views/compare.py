@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.data import Snapshot, describe_run
-from dashboard.queries import BASELINE, compare_frames
+from dashboard.queries import compare_frames, is_reference
 from dashboard.views.common import cached_snapshot, number_columns, pick, verdict_style
 
 TITLE = "Compare"
@@ -93,11 +93,13 @@ def _stacks(snapshot: Snapshot) -> tuple[pd.DataFrame | None, tuple[str, str]]:
         st.info(f"Only one stack ({stacks[0]}) for this model, device and workload.")
         return None, ("", "")
     ok = set(here.loc[here["status"] == "ok", "technique"])
-    others = [s for s in stacks if s != BASELINE and s in ok] or [
-        s for s in stacks if s != BASELINE
+    references = set(here.loc[is_reference(here), "technique"])
+    reference = next(iter(sorted(references)), stacks[0])
+    others = [s for s in stacks if s != reference and s in ok] or [
+        s for s in stacks if s != reference
     ]
     left, right = st.columns(2)
-    a = pick("Stack A", stacks, default=BASELINE, key="cmp_stack_a", container=left)
+    a = pick("Stack A", stacks, default=reference, key="cmp_stack_a", container=left)
     b = pick("Stack B", stacks, default=others[0], key="cmp_stack_b", container=right)
     on = ["model", "device", "workload"]
     table = compare_frames(

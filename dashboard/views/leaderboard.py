@@ -6,7 +6,6 @@ import streamlit as st
 
 from dashboard.data import Snapshot
 from dashboard.queries import (
-    BASELINE,
     KEY_METRICS,
     busiest_workload,
     leaderboard,
@@ -44,7 +43,7 @@ def render(snapshot: Snapshot) -> None:
     metrics = st.multiselect(
         "Metrics", available, default=default_metrics(available), key="lb_metrics"
     )
-    options = ["baseline first", *metrics]
+    options = ["reference first", *metrics]
     c1, c2, c3 = st.columns([2, 2, 1])
     sort_by = pick("Sort by", options, key="lb_sort", container=c1)
     text = c2.text_input("Filter techniques", key="lb_filter", placeholder="e.g. quant")
@@ -56,20 +55,21 @@ def render(snapshot: Snapshot) -> None:
         device,
         workload,
         metrics,
-        sort_by=None if sort_by == "baseline first" else sort_by,
+        sort_by=None if sort_by == "reference first" else sort_by,
         defs=snapshot.defs,
     )
     if text:
         table = table[table["technique"].str.contains(text, case=False, regex=False)]
     if not show_failed:
         table = table[table["status"] == "ok"]
-    if BASELINE not in set(table["technique"]):
+    if not table["reference"].any():
         st.warning(
-            f"No `{BASELINE}` cell for {model} on {device} with this workload: "
-            "add `baseline` to the suite's techniques to get deltas."
+            f"No cell of the reference stack for {model} on {device} with this workload: "
+            "add the suite's `reference:` stack (default `baseline`) to its techniques to "
+            "get deltas."
         )
     st.caption(
-        f"{len(table)} technique stacks. Δ% = 100·(value − baseline)/baseline for the same "
+        f"{len(table)} technique stacks. Δ% = 100·(value − reference)/reference for the same "
         "model, device and workload; green is better, red worse (direction from the metric "
         "definitions). Click a column header to sort. The CSV keeps stored units (bytes, s)."
     )

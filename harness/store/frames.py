@@ -27,6 +27,7 @@ CELL_COLUMNS: tuple[str, ...] = (
     "workload",
     "status",
     "reason",
+    "reference",
 )
 #: Columns of ``Store.runs_frame``.
 RUN_COLUMNS: tuple[str, ...] = (
@@ -72,7 +73,7 @@ def cells_table(
 
     Args:
         cells: ``(cell_id, run_id, suite, key, model, device, technique, workload JSON,
-            status, reason)`` in the order the frame should have.
+            status, reason, reference)`` in the order the frame should have.
         metrics: ``(cell_id, name, value, ci_low, ci_high)``; values may be None.
         with_ci: Add ``<name>.ci_low`` and ``<name>.ci_high`` after each metric.
 
@@ -82,10 +83,11 @@ def cells_table(
     """
     ids = [row[0] for row in cells]
     frame = pd.DataFrame(
-        [(*row[1:7], workload_label(row[7]), *row[8:10]) for row in cells],
+        [(*row[1:7], workload_label(row[7]), *row[8:11]) for row in cells],
         columns=list(CELL_COLUMNS),
     )
     frame["run_id"] = frame["run_id"].astype("int64")
+    frame["reference"] = frame["reference"].astype(bool)
     if not metrics:
         return frame
     long = pd.DataFrame(list(metrics), columns=["cell_id", "name", "value", "ci_low", "ci_high"])

@@ -132,6 +132,7 @@ class Cell(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     duration_s: Mapped[float] = mapped_column(Double)
+    reference: Mapped[bool] = mapped_column(Boolean, default=False)  # the reference stack
 
     run: Mapped[Run] = relationship(back_populates="cells")
     metrics: Mapped[list[Metric]] = relationship(

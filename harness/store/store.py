@@ -272,6 +272,7 @@ class Store:
                 reason=result.reason,
                 started_at=datetime.fromtimestamp(result.started_at, tz=timezone.utc),
                 duration_s=result.duration_s,
+                reference=result.reference,
                 metrics=[_metric_row(value) for value in result.values],
             )
             session.add(cell)
@@ -407,7 +408,8 @@ class Store:
 
         Returns:
             Columns ``run_id, suite, cell_key, model, device, technique, workload``
-            (:func:`workload_label`), ``status, reason``, then the metrics sorted by name;
+            (:func:`workload_label`), ``status, reason, reference`` (the cell is of the
+            suite's reference stack), then the metrics sorted by name;
             rows ordered by run, then by insertion. Missing values are NaN.
 
         Raises:
@@ -437,6 +439,7 @@ class Store:
                 Cell.workload,
                 Cell.status,
                 Cell.reason,
+                Cell.reference,
             )
             .join(Run, Cell.run_id == Run.id)
             .where(Cell.id.in_(chosen.scalar_subquery()))

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
+from harness.errors import BenchError
 from harness.technique import Config
 
 if TYPE_CHECKING:
     from harness.probes import Probe
     from harness.results import Measurement
-    from harness.suite import Policy
+    from harness.suitefile import Policy
     from harness.technique import Prepared
 
 
@@ -24,8 +25,9 @@ class WorkloadContext:
         tokenizer: the model's tokenizer.
         policy: warm-up and repeat counts.
         probes: available probes of this machine (memory and timing phases).
-        text: ``text(ref, split)`` returns a text source's text (``split``: prompt or eval).
-        reference: the unmodified model, loaded lazily, for tasks that compare against it.
+        texts: the text of each (text source, split) the task declared (``Workload.texts``).
+        reference: what the task's ``reference`` returned for the unmodified model (None for
+            a task that does not use one).
         outputs: what earlier workloads of the same cell returned (e.g. generated tokens).
     """
 
@@ -33,9 +35,23 @@ class WorkloadContext:
     tokenizer: Any
     policy: Policy
     probes: Sequence[Probe]
-    text: Callable[[str, str], str]
-    reference: Callable[[], Any] | None = None
+    texts: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    reference: Any = None
     outputs: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, ref: str, split: str) -> str:
+        """The text of source ``ref``'s ``split`` (``prompt`` or ``eval``).
+
+        Raises:
+            BenchError: the task did not declare it in ``Workload.texts``.
+        """
+        try:
+            return self.texts[(ref, split)]
+        except KeyError:
+            raise BenchError(
+                f"text {ref!r} split {split!r} was not declared by the task; return it from "
+                "the workload's texts() (or list the split in text_splits)"
+            ) from None
 
 
 ParamsT = TypeVar("ParamsT", bound=Config)
@@ -46,14 +62,40 @@ class Workload(Generic[ParamsT]):
 
     A suite has one measure workload whose list-valued parameters expand the matrix, and any
     number of accuracy tasks, run afterwards on the same prepared model in the same worker.
+
+    Class attributes:
+        name: the key in suites.
+        kind: ``measure`` or ``accuracy``.
+        Params: the pydantic parameters (a ``harness.Config``).
+        mutates_weights: the workload changes the model (training): it gets a fresh copy.
+        text_splits: the splits of ``params.text`` that ``run`` reads (see ``texts``).
+        uses_reference: ``run`` compares against the unmodified model: ``reference`` is
+            called on it and its result is ``WorkloadContext.reference``.
     """
 
     name: ClassVar[str]
     kind: ClassVar[Literal["measure", "accuracy"]] = "measure"
     Params: ClassVar[type[Config]] = Config
+    mutates_weights: ClassVar[bool] = False
+    text_splits: ClassVar[tuple[str, ...]] = ()
+    uses_reference: ClassVar[bool] = False
 
     def __init__(self, params: ParamsT) -> None:
         self.params: ParamsT = params
+
+    def texts(self) -> list[tuple[str, str]]:
+        """The (text source, split) pairs ``run`` reads: by default ``params.text`` in each
+        of ``text_splits``. The harness loads them into ``WorkloadContext.texts``."""
+        ref = getattr(self.params, "text", None)
+        return [(ref, split) for split in self.text_splits] if isinstance(ref, str) else []
+
+    def reference(self, model: Any, ctx: WorkloadContext) -> Any:
+        """Outputs of the unmodified ``model`` that ``run`` compares against.
+
+        Called once per worker, model and parameters when ``uses_reference`` is set; the
+        result travels as ``WorkloadContext.reference``.
+        """
+        return None
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         """Run and measure; return the cell's metric values."""

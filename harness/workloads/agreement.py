@@ -2,25 +2,23 @@
 
 On the first ``tokens`` tokens of a text source's ``eval`` split (non-overlapping windows
 of ``window`` tokens, teacher-forced, no cache) both the stack's model and the reference
-model (``WorkloadContext.reference()``, the model as loaded) give a next-token
+model (the model as loaded) give a next-token
 distribution at every position. Over the N positions:
 
 - ``accuracy.top1_agreement`` = (1/N) Σ 1[argmax p_ref = argmax p_stack]
 - ``accuracy.kl_div`` = (1/N) Σ KL(p_ref ‖ p_stack) = (1/N) Σ Σ_v p_ref(v) (log p_ref(v) −
   log p_stack(v)), in nats (the direction llama.cpp's KL-divergence statistic uses).
 
-The reference log-probabilities are computed once per reference model and parameters and
-cached in this process (on the CPU, so they never count in a later cell's device memory):
-a worker serves one model spec with one stable ``reference`` callable, which is the key.
-The reference must be a model that the stack has not touched: the worker hands out the
-loaded pristine model when the stack runs on a fresh copy, and loads an independent copy
-when the stack runs on the pristine object itself (it may carry the stack's hooks).
+The reference log-probabilities are this task's ``reference`` outputs: the harness computes
+them once per worker, model and parameters on the unmodified model and hands them over as
+``WorkloadContext.reference`` (on the CPU, so they never count in a later cell's device
+memory). The worker gives a model the stack has not touched: the loaded pristine model when
+the stack runs on a fresh copy, an independent copy when the stack runs on the pristine
+object itself (it may carry the stack's hooks).
 """
 
 from __future__ import annotations
 
-import json
-from collections import OrderedDict
 from typing import Any
 
 from pydantic import Field
@@ -30,11 +28,6 @@ from harness.results import Measurement, MetricDef, Value
 from harness.technique import Config, Prepared
 from harness.workloads import Workload, WorkloadContext
 from harness.workloads.perplexity import check_length, text_tokens, window_log_probs
-
-CACHE_ENTRIES = 4
-"""Reference results kept per process (each holds tokens × vocabulary float32 values)."""
-
-_reference_cache: OrderedDict[tuple[Any, str], list[Any]] = OrderedDict()
 
 
 class AgreementParams(Config):
@@ -59,20 +52,6 @@ def log_probs(model: Any, ids: list[int], window: int, device: str) -> list[Any]
         ]
 
 
-def reference_log_probs(ctx: WorkloadContext, p: AgreementParams, ids: list[int]) -> list[Any]:
-    """The reference model's log-probabilities, computed once per reference and parameters."""
-    assert ctx.reference is not None
-    key = (ctx.reference, json.dumps(p.model_dump(), sort_keys=True))
-    if key in _reference_cache:
-        _reference_cache.move_to_end(key)
-        return _reference_cache[key]
-    result = log_probs(ctx.reference(), ids, p.window, ctx.device)
-    _reference_cache[key] = result
-    while len(_reference_cache) > CACHE_ENTRIES:
-        _reference_cache.popitem(last=False)
-    return result
-
-
 def compare(reference: Any, candidate: Any) -> tuple[int, float]:
     """(positions whose top-1 tokens agree, Σ KL(p_ref ‖ p_cand) in nats) over one window.
 
@@ -92,13 +71,23 @@ class Agreement(Workload[AgreementParams]):
     name = "agreement"
     kind = "accuracy"
     Params = AgreementParams
+    text_splits = ("eval",)
+    uses_reference = True
+
+    def reference(self, model: Any, ctx: WorkloadContext) -> list[Any]:
+        """The unmodified model's log-probabilities, window by window (float32, CPU)."""
+        return log_probs(model, self._ids(ctx), self.params.window, ctx.device)
+
+    def _ids(self, ctx: WorkloadContext) -> list[int]:
+        p = self.params
+        return text_tokens(ctx.tokenizer, ctx.text(p.text, "eval"), p.tokens, f"text {p.text!r}")
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 
         p = self.params
         if ctx.reference is None:
-            reason = "no reference model in this context"
+            reason = "no reference outputs in this context"
             return Measurement(
                 (
                     Value("accuracy.top1_agreement", None, "fraction", reason=reason),
@@ -106,8 +95,8 @@ class Agreement(Workload[AgreementParams]):
                 )
             )
         check_length(prepared.model, p.window, "agreement window")
-        ids = text_tokens(ctx.tokenizer, ctx.text(p.text, "eval"), p.tokens, f"text {p.text!r}")
-        reference = reference_log_probs(ctx, p, ids)
+        ids = self._ids(ctx)
+        reference = ctx.reference
         agree, kl = 0, 0.0
         with torch.inference_mode():
             for ref, piece in zip(reference, windows(ids, p.window), strict=True):

@@ -39,7 +39,7 @@ from harness.workloads.energy import (
 )
 
 if TYPE_CHECKING:
-    from harness.suite import Policy
+    from harness.suitefile import Policy
 
 #: A cell is flagged noisy (``stats.noisy`` = 1) when the 95% CI half-width of its TPOT
 #: median exceeds this fraction of the median ...
@@ -117,6 +117,18 @@ def eos_token_ids(model: Any) -> list[int]:
     return [int(eos)] if isinstance(eos, int) else [int(i) for i in eos]
 
 
+def suppress_eos(model: Any, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``logits_processor`` keywords that make greedy decoding run to ``max_new_tokens``:
+    the stack's own processors followed by ``SuppressEos`` (empty without EOS ids)."""
+    eos = eos_token_ids(model)
+    if not eos:
+        return {}
+    from transformers import LogitsProcessorList
+
+    extra = generate_kwargs.get("logits_processor") or []
+    return {"logits_processor": LogitsProcessorList([*extra, SuppressEos(eos)])}
+
+
 @functools.lru_cache(maxsize=8)
 def _token_pool(tokenizer: Any, text: str, needed: int) -> tuple[int, ...]:
     chars = min(len(text), needed * 8)
@@ -155,6 +167,7 @@ class Generate(Workload[GenerateParams]):
 
     name = "generate"
     Params = GenerateParams
+    text_splits = ("prompt",)
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
@@ -163,27 +176,15 @@ class Generate(Workload[GenerateParams]):
         text = ctx.text(p.text, "prompt")
         ids = prompt_ids(ctx.tokenizer, text, p.batch_size, p.prompt_tokens, grounded=p.grounded)
         ids = ids.to(ctx.device)
-        pad = ctx.tokenizer.pad_token_id
         model = prepared.model
-        kwargs = {
-            "input_ids": ids,
-            "attention_mask": torch.ones_like(ids),
-            "max_new_tokens": p.new_tokens,
-            "do_sample": False,
-            "pad_token_id": pad if pad is not None else ctx.tokenizer.eos_token_id,
-            "return_dict_in_generate": True,
-            **prepared.generate_kwargs,
-        }
-        eos = eos_token_ids(model)
-        if eos:  # exactly new_tokens: EOS can never be chosen (see SuppressEos)
-            from transformers import LogitsProcessorList
-
-            extra = prepared.generate_kwargs.get("logits_processor") or []
-            kwargs["logits_processor"] = LogitsProcessorList([*extra, SuppressEos(eos)])
+        kwargs = suppress_eos(model, prepared.generate_kwargs)
 
         def once(streamer: _TokenClock | None = None) -> Any:
+            args = prepared.generate_args(ids, p.new_tokens, ctx.tokenizer)
             with torch.inference_mode():
-                return model.generate(**kwargs, **prepared.cache_kwargs(), streamer=streamer)
+                return model.generate(
+                    **{**args, **kwargs}, return_dict_in_generate=True, streamer=streamer
+                )
 
         timing = [pr for pr in ctx.probes if pr.phase == "timing" and pr.unavailable() is None]
         energy = next((pr for pr in timing if is_energy_probe(pr)), None)
@@ -232,7 +233,7 @@ class Generate(Workload[GenerateParams]):
         values.append(
             Value(
                 "memory.kv_cache_bytes",
-                float(tensor_bytes(out.past_key_values)),
+                float(tensor_bytes(out.cache)),
                 "bytes",
                 source="cache-object",
             )
@@ -370,13 +371,6 @@ def _timing_values(windows: Sequence[tuple[Sequence[Value], float, int]]) -> lis
 METRICS = [
     MetricDef("latency.ttft_s", "s", False, "time to first token: prefill plus first token"),
     MetricDef("latency.tpot_s", "s", False, "time per output token: (e2e − ttft)/(new − 1)"),
-    MetricDef(
-        "latency.speedup",
-        "ratio",
-        True,
-        "baseline TPOT / this cell's TPOT: the suite's baseline cell of the same model, "
-        "device and workload (set by the runner)",
-    ),
     MetricDef("latency.e2e_s", "s", False, "end-to-end generation time"),
     MetricDef("latency.itl_p50_s", "s", False, "median gap between consecutive tokens"),
     MetricDef("latency.itl_p90_s", "s", False, "90th percentile inter-token latency"),

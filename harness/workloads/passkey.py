@@ -165,26 +165,18 @@ class Passkey(Workload[PasskeyParams]):
     name = "passkey"
     kind = "accuracy"
     Params = PasskeyParams
+    text_splits = ("eval",)
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 
         p = self.params
         trials = build_trials(ctx.tokenizer, ctx.text(p.text, "eval"), p)
-        pad = ctx.tokenizer.pad_token_id
         results: list[tuple[Trial, bool]] = []
         answers: list[str] = []
         for trial in trials:
             x = torch.tensor([trial.ids], dtype=torch.long, device=ctx.device)
-            kwargs = {
-                "input_ids": x,
-                "attention_mask": torch.ones_like(x),
-                "max_new_tokens": p.new_tokens,
-                "do_sample": False,
-                "pad_token_id": pad if pad is not None else ctx.tokenizer.eos_token_id,
-                **prepared.generate_kwargs,
-                **prepared.cache_kwargs(),
-            }
+            kwargs = prepared.generate_args(x, p.new_tokens, ctx.tokenizer)
             with torch.inference_mode():
                 out = prepared.model.generate(**kwargs)
             sequences = getattr(out, "sequences", out)  # a tensor, or a GenerateOutput

@@ -183,6 +183,7 @@ class Perplexity(Workload[PerplexityParams]):
     name = "perplexity"
     kind = "accuracy"
     Params = PerplexityParams
+    text_splits = ("eval",)
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         p = self.params
@@ -224,7 +225,7 @@ class _TeacherForcing:
 def decode_nll(prepared: Prepared, ids: Sequence[int], context: int, ctx: WorkloadContext) -> Any:
     """NLL (nats) of ``ids[context:]``, decoded step by step after prefilling ``ids[:context]``.
 
-    Runs ``model.generate`` with the stack's cache (``prepared.cache_kwargs()``, else the
+    Runs ``model.generate`` with the stack's cache (``prepared.generate_args``, else the
     model's default dynamic cache), greedy, forced to the text's tokens; each token's NLL
     comes from the raw logits of the step that predicts it. ``prepared.generate_kwargs`` are
     not used: a draft model or prompt lookup would only change how fast the same tokens come.
@@ -238,19 +239,13 @@ def decode_nll(prepared: Prepared, ids: Sequence[int], context: int, ctx: Worklo
     decode = len(ids) - context
     x = torch.tensor([list(ids[:context])], dtype=torch.long, device=ctx.device)
     targets = torch.tensor(ids[context:], dtype=torch.long, device=ctx.device)
-    pad = ctx.tokenizer.pad_token_id
-    cache = prepared.cache_kwargs()
+    args = prepared.generate_args(x, decode, ctx.tokenizer, speculate=False)
     with torch.inference_mode():
         out = prepared.model.generate(
-            input_ids=x,
-            attention_mask=torch.ones_like(x),
-            max_new_tokens=decode,
-            do_sample=False,
+            **args,
             logits_processor=LogitsProcessorList([_TeacherForcing(targets, context)]),
             output_logits=True,
             return_dict_in_generate=True,
-            pad_token_id=pad if pad is not None else ctx.tokenizer.eos_token_id,
-            **cache,
         )
     if len(out.logits) != decode:
         raise BenchError(
@@ -270,6 +265,7 @@ class DecodePerplexity(Workload[DecodePerplexityParams]):
     name = "decode-perplexity"
     kind = "accuracy"
     Params = DecodePerplexityParams
+    text_splits = ("eval",)
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         p = self.params

@@ -104,6 +104,7 @@ class Train(Workload[TrainParams]):
 
     name = "train"
     Params = TrainParams
+    text_splits = ("prompt", "eval")
     mutates_weights: ClassVar[bool] = True
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:

@@ -1,0 +1,266 @@
+"""The life of one cell, as a short pipeline of named steps.
+
+    build_stack  Cell                       -> list[Technique]   (configs validated, check())
+    prepare      techniques, loaded model   -> Prepared          (each technique in order)
+    run_tasks    Prepared                   -> Values            (the workload, then accuracy)
+    technique    techniques                 -> Values            (technique metrics)
+    derive       Values, Prepared           -> Values            (harness.derive, in-cell)
+    registered   Values                     -> Values, note      (unregistered ones dropped)
+
+:func:`measure` runs them; :func:`cell_result` is the one place a ``CellResult`` is made.
+The worker (``harness.worker``) supplies what outlives a cell through :class:`Resources`:
+loaded models, texts, probes, and the memo of results that several cells share.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from harness import derive
+from harness.errors import Skip
+from harness.results import CellResult, Measurement, Status, Value
+from harness.technique import Context, Prepared, Technique
+from harness.workloads import Workload, WorkloadContext
+
+if TYPE_CHECKING:
+    from harness.environment import Environment
+    from harness.matrix import Cell, TaskSpec
+    from harness.models import LoadedModel
+    from harness.probes import Probe
+    from harness.registry import Registry
+    from harness.suitefile import ModelSpec
+
+Values = dict[str, Value]
+
+#: Reference outputs kept per worker (agreement's hold tokens × vocabulary float32 values).
+REFERENCE_ENTRIES = 4
+
+
+class Resources(Protocol):
+    """What the worker lends a cell: plugins, the machine, models, texts and the memo."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def env(self) -> Environment: ...
+
+    @property
+    def probes(self) -> Sequence[Probe]: ...
+
+    @property
+    def memo(self) -> Memo: ...
+
+    def load(self, spec: ModelSpec, *, fresh: bool = False) -> LoadedModel:
+        """The model of ``spec``: the loaded pristine one, or a fresh copy."""
+
+    def reference_model(self, spec: ModelSpec, running: Any) -> Any:
+        """The unmodified model of ``spec``, never the object ``running``."""
+
+    def text(self, ref: str, split: str) -> str:
+        """The text of a text source's split."""
+
+
+@dataclass
+class Memo:
+    """Results shared between the cells of one worker.
+
+    Attributes:
+        accuracy: an accuracy task's measurement per (model, device, stack, task, params);
+            it does not depend on the measure workload's parameters unless the stack reads
+            them (``Technique.reads_workload``) or the workload changes the weights.
+        reference: a task's reference outputs per (model, task, params), computed once on
+            the unmodified model; the oldest are dropped beyond ``REFERENCE_ENTRIES``.
+    """
+
+    accuracy: dict[tuple[str, ...], Measurement] = field(default_factory=dict)
+    reference: OrderedDict[tuple[str, ...], Any] = field(default_factory=OrderedDict)
+
+
+def cell_result(
+    cell: Cell,
+    status: Status,
+    reason: str | None,
+    started: float,
+    values: Sequence[Value] = (),
+) -> CellResult:
+    """The stored outcome of ``cell``, begun at unix time ``started`` and ending now."""
+    return CellResult(
+        key=cell.key,
+        model=cell.model.id,
+        device=cell.device,
+        technique=cell.label,
+        stack=tuple(s.as_dict() for s in cell.stack),
+        workload=cell.workload.as_dict(),
+        status=status,
+        reason=reason,
+        started_at=started,
+        duration_s=time.time() - started,
+        values=tuple(values),
+        reference=cell.reference,
+    )
+
+
+def measure(cell: Cell, res: Resources) -> tuple[tuple[Value, ...], str | None]:
+    """Run the pipeline for ``cell``; returns its values and a note for the cell's reason.
+
+    Raises:
+        Skip: the cell cannot run here (a technique's check or prepare said why).
+    """
+    if cell.device.startswith("cuda") and not res.env.cuda:
+        raise Skip(f"device {cell.device} is not available on this machine")
+    techniques = build_stack(cell, res.registry, res.env)
+    workload_cls = res.registry.workloads[cell.workload.name]
+    mutates = workload_cls.mutates_weights or any(t.mutates_weights for t in techniques)
+    loaded = res.load(cell.model, fresh=mutates)
+    ctx = Context(
+        device=cell.device,
+        model_id=cell.model.id,
+        tokenizer=loaded.tokenizer,
+        workload=cell.workload.as_dict(),
+        env=res.env,
+    )
+    prepared = prepare(techniques, Prepared(model=loaded.model), ctx)
+    try:
+        # A trained model, or one prepared from the workload's parameters, is another model
+        # for each workload variant: nothing to share then.
+        shared = not workload_cls.mutates_weights and not any(t.reads_workload for t in techniques)
+        values, technique_values = run_tasks(cell, prepared, techniques, ctx, res, shared=shared)
+        values.update(derive.cell_values(values, prepared.model))
+        values.update(technique_values)
+        return registered(values, res.registry)
+    finally:
+        for undo in prepared.cleanup:
+            undo()
+
+
+def build_stack(cell: Cell, registry: Registry, env: Environment) -> list[Technique]:
+    """The stack's techniques with their validated configs, each checked against ``env``."""
+    techniques: list[Technique] = []
+    for entry in cell.stack:
+        cls = registry.techniques[entry.name]
+        technique = cls(cls.Config.model_validate(entry.config))
+        technique.check(env)
+        techniques.append(technique)
+    return techniques
+
+
+def prepare(techniques: Sequence[Technique], prepared: Prepared, ctx: Context) -> Prepared:
+    """Apply the stack in order; on failure undo what the techniques before it installed."""
+    try:
+        for technique in techniques:
+            prepared = technique.prepare(prepared, ctx)
+    except BaseException:
+        for undo in prepared.cleanup:
+            undo()
+        raise
+    return prepared
+
+
+def run_tasks(
+    cell: Cell,
+    prepared: Prepared,
+    techniques: Sequence[Technique],
+    ctx: Context,
+    res: Resources,
+    *,
+    shared: bool,
+) -> tuple[Values, Values]:
+    """Run the measure workload, then the accuracy tasks, on the prepared stack.
+
+    An accuracy task's measurement is taken from the memo when the same stack already ran
+    it on this model and device (``shared``: the stack is the same model whatever the
+    workload's parameters). Technique metrics are read right after the measure workload,
+    before accuracy tasks send more generations through the stack (counters, tallies).
+
+    Returns:
+        The tasks' values, and the techniques' values.
+    """
+    values: Values = {}
+    technique_values: Values = {}
+    stack = json.dumps([s.as_dict() for s in cell.stack], sort_keys=True)
+    if not shared:
+        stack += json.dumps(cell.workload.as_dict(), sort_keys=True)
+    outputs: dict[str, Any] = {}
+    for spec in (cell.workload, *cell.accuracy):
+        cls = res.registry.workloads[spec.name]
+        task = cls(cls.Params.model_validate(spec.params))
+        key = (cell.model.model_dump_json(), cell.device, stack, spec.name, _params(spec))
+        measurement = res.memo.accuracy.get(key) if cls.kind == "accuracy" else None
+        if measurement is None:
+            wctx = task_context(cell, spec, task, prepared, ctx.tokenizer, res, outputs)
+            measurement = task.run(prepared, wctx)
+            if cls.kind == "accuracy":
+                res.memo.accuracy[key] = measurement
+        outputs[spec.name] = measurement.outputs
+        values.update((v.name, v) for v in measurement.values)
+        if cls.kind == "measure":
+            technique_values = technique_metrics(techniques, ctx, res.registry)
+    return values, technique_values
+
+
+def task_context(
+    cell: Cell,
+    spec: TaskSpec,
+    task: Workload[Any],
+    prepared: Prepared,
+    tokenizer: Any,
+    res: Resources,
+    outputs: dict[str, Any],
+) -> WorkloadContext:
+    """The task's ``WorkloadContext``: its texts and reference outputs loaded as data."""
+    wctx = WorkloadContext(
+        device=cell.device,
+        tokenizer=tokenizer,
+        policy=cell.policy,
+        probes=res.probes,
+        texts={(ref, split): res.text(ref, split) for ref, split in task.texts()},
+        outputs=dict(outputs),
+    )
+    if task.uses_reference:
+        key = (cell.model.model_dump_json(), cell.device, spec.name, _params(spec))
+        memo = res.memo.reference
+        if key not in memo:
+            model = res.reference_model(cell.model, prepared.model)
+            memo[key] = task.reference(model, wctx)
+            while len(memo) > REFERENCE_ENTRIES:
+                memo.popitem(last=False)
+        memo.move_to_end(key)
+        wctx.reference = memo[key]
+    return wctx
+
+
+def technique_metrics(techniques: Sequence[Technique], ctx: Context, registry: Registry) -> Values:
+    """Each technique's ``metrics(ctx)`` as values, with the units they were registered with."""
+    metrics = registry.metrics
+    return {
+        name: Value(
+            name,
+            float(value),
+            metrics[name].unit if name in metrics else "",
+            source=technique.name,
+        )
+        for technique in techniques
+        for name, value in technique.metrics(ctx).items()
+    }
+
+
+def registered(values: Values, registry: Registry) -> tuple[tuple[Value, ...], str | None]:
+    """Keep the values of registered metrics; a note names the others, which are dropped."""
+    unknown = sorted(set(values) - set(registry.metrics))
+    kept = tuple(v for name, v in values.items() if name not in unknown)
+    if not unknown:
+        return kept, None
+    return kept, (
+        f"metrics {', '.join(unknown)} were not stored: they are not registered; return a "
+        "MetricDef for each from the plugin's register_metrics hook"
+    )
+
+
+def _params(spec: TaskSpec) -> str:
+    return json.dumps(dict(spec.params), sort_keys=True)

@@ -1,0 +1,91 @@
+"""Numbers derived from measured ones, each with its formula: the one place they are made.
+
+Two steps use this module:
+
+* in the cell pipeline (``harness.cell``), :func:`cell_values` adds what follows from one
+  cell's own values and prepared model;
+* in the runner, :func:`relative_values` adds what compares a cell with the reference
+  stack's cell of the same run, model, device and workload (``reference:`` in the suite,
+  ``baseline`` by default), from the two results in memory — never from another run.
+
+Numbers a workload summarises per repeat, because their confidence intervals need the
+samples (TPOT, throughputs, energy per token), are computed where the repeats are: their
+formulas are in ``harness.workloads.generate`` and ``harness.workloads.energy``.
+This module imports neither torch nor numpy at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from harness.results import CellResult, MetricDef, Value
+
+#: (metric, its ratio metric, higher_is_better of the ratio, description of the ratio)
+RATIOS: tuple[tuple[str, str, bool, str], ...] = (
+    (
+        "latency.tpot_s",
+        "latency.speedup",
+        True,
+        "reference TPOT / this cell's TPOT (the reference stack of the same run, model, "
+        "device and workload)",
+    ),
+)
+
+NO_REFERENCE = "no ok cell of the reference stack for this model, device and workload in this run"
+
+METRICS = [MetricDef(ratio, "ratio", better, text) for _, ratio, better, text in RATIOS]
+
+
+def cell_values(values: Mapping[str, Value], model: Any) -> dict[str, Value]:
+    """In-cell numbers: the weights' bytes and, on CPU, the peak of the whole generation.
+
+    - ``memory.weights_bytes`` = bytes of every tensor the model holds
+      (``harness.footprint.module_bytes``: packed codes, scales and zero points included).
+    - ``memory.peak_alloc_bytes`` (CPU, where no allocator probe gave it) =
+      ``memory.weights_bytes`` + ``memory.window_peak_bytes``: the profiler sees only the
+      allocations inside the measured window, and the weights, allocated before it, stay
+      resident throughout.
+    """
+    from harness.footprint import module_bytes
+
+    weights = float(module_bytes(model))
+    out = {
+        "memory.weights_bytes": Value("memory.weights_bytes", weights, "bytes", source="tensors")
+    }
+    window = values.get("memory.window_peak_bytes")
+    if "memory.peak_alloc_bytes" not in values and window and window.value is not None:
+        out["memory.peak_alloc_bytes"] = Value(
+            "memory.peak_alloc_bytes",
+            weights + window.value,
+            "bytes",
+            source=f"weights+{window.source}",
+        )
+    return out
+
+
+def relative_values(result: CellResult, reference: CellResult | None) -> list[Value]:
+    """Ratios of ``result`` against ``reference``, for an ``ok`` cell (see :data:`RATIOS`).
+
+    ``ratio = reference value / value`` for a lower-is-better metric, so above 1 is better
+    (``latency.speedup``). Null with the reason when there is no ok reference cell in this
+    run or either value is missing or zero; a cell that lacks the metric gets no ratio.
+    """
+    if result.status != "ok":
+        return []
+    out = []
+    for metric, ratio, _, _ in RATIOS:
+        value = result.metric(metric)
+        if value is None:
+            continue
+        base = reference.metric(metric) if reference and reference.status == "ok" else None
+        if reference is None or reference.status != "ok":
+            why = (
+                "no ok cell of the reference stack for this model, device and workload in this run"
+            )
+            out.append(Value(ratio, None, "ratio", reason=why))
+        elif not base or not value:
+            out.append(Value(ratio, None, "ratio", reason=f"{metric} missing or zero"))
+        else:
+            out.append(Value(ratio, base / value, "ratio", source=f"reference {metric}"))
+    return out
