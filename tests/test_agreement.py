@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from harness import Context, Prepared, Technique, hookimpl
-from harness.models import BuiltinSource
 from harness.cell import REFERENCE_ENTRIES
+from harness.models import BuiltinSource
 from harness.testing import registry_with, run_task, run_technique, workload_context
 from harness.worker import Worker
 from harness.workloads.agreement import Agreement, AgreementParams, compare, windows

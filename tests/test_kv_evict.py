@@ -215,14 +215,16 @@ def test_any_builder_that_stores_codes_gets_the_storages_codecs() -> None:
     from harness.errors import Skip
     from harness.technique import Prepared
 
-    for order in ("builder first", "storage first"):
-        prepared = Prepared(model=None)
-        steps = [
-            lambda: prepared.set_cache(lambda codecs: ("built", codecs), "my-kv", stores_codes=True),
-            lambda: prepared.set_cache_storage(_Storage(), "kv-quant"),
-        ]
-        for step in steps if order == "builder first" else steps[::-1]:
-            step()
+    def build(codecs: Any) -> Any:
+        return ("built", codecs)
+
+    builder_first = Prepared(model=None)
+    builder_first.set_cache(build, "my-kv", stores_codes=True)
+    builder_first.set_cache_storage(_Storage(), "kv-quant")
+    storage_first = Prepared(model=None)
+    storage_first.set_cache_storage(_Storage(), "kv-quant")
+    storage_first.set_cache(build, "my-kv", stores_codes=True)
+    for prepared in (builder_first, storage_first):
         assert prepared.cache_kwargs() == {"cache": ("built", ["codec"])}
     alone = Prepared(model=None)
     alone.set_cache_storage(_Storage(), "kv-quant")
