@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from harness.environment import Environment
 from harness.errors import BenchError, ModelError, PluginError, Skip, StoreError, SuiteError
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 from harness.results import CellResult, Measurement, MetricDef, Value
 from harness.technique import Config, Context, Prepared, Technique
 from harness.workloads import Workload, WorkloadContext

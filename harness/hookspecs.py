@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pluggy
+from harness.markers import hookspec
 
 if TYPE_CHECKING:
-    from harness.models import ModelSource
+    from harness.models.base import ModelSource
     from harness.probes import Probe
     from harness.results import CellResult, MetricDef
     from harness.technique import Technique
     from harness.textsources import TextSource
     from harness.workloads import Workload
-
-hookspec = pluggy.HookspecMarker("bench")
-hookimpl = pluggy.HookimplMarker("bench")
-
 
 # ---------------------------------------------------------------- registration (start-up)
 

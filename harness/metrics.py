@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 from harness.results import MetricDef
 
 CORE_METRICS = [

@@ -12,7 +12,7 @@ from harness.errors import PluginError
 
 # Built-in features are plugins, registered exactly like third-party ones.
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "harness.models",
+    "harness.models.sources",
     "harness.textsources",
     "harness.probes",
     "harness.workloads.generate",

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import SuiteError
+from harness.policy import Policy
 
 if TYPE_CHECKING:
     from harness.registry import Registry
@@ -39,27 +40,6 @@ class ModelSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     revision: str | None = None
     trust_remote_code: bool = False
-
-
-class Policy(_Strict):
-    """How each cell is measured: unmeasured warm-up runs, measured repeats, a time limit."""
-
-    warmup: int = Field(2, ge=0, description="unmeasured runs before the measured ones")
-    repeats: int = Field(5, ge=1, description="measured runs; medians and 95% CIs over them")
-    timeout_s: float = Field(600, gt=0, description="a cell running longer is stopped")
-    min_energy_window_s: float = Field(
-        1.0,
-        ge=0,
-        description="where an energy meter exists, each timed window repeats the generation "
-        "until it lasts this long, s (energy counters update every ~100 ms)",
-    )
-    target_ci: float | None = Field(
-        None,
-        gt=0,
-        description="adaptive repeats: measure until the 95% CI half-width of TPOT is at most "
-        "this fraction of its median (e.g. 0.02), or max_repeats is reached",
-    )
-    max_repeats: int = Field(20, ge=1, description="most measured runs when target_ci is set")
 
 
 StackItem = str | dict[str, dict[str, Any] | None]

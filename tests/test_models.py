@@ -19,10 +19,10 @@ from harness.models import (
     HubSource,
     LoadedModel,
     LocalSource,
-    register_model_sources,
     resolve_source,
     torch_dtype,
 )
+from harness.models.sources import register_model_sources
 
 SOURCES = register_model_sources()
 SMOLLM2_PARAMS = 134_515_008

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 from harness.technique import Config
 
 if TYPE_CHECKING:
+    from harness.policy import Policy
     from harness.probes import Probe
     from harness.results import Measurement
-    from harness.suite import Policy
     from harness.technique import Prepared
 
 
