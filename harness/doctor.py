@@ -119,7 +119,7 @@ def diagnose(registry: Registry) -> Diagnosis:
         gpus=gpus,
         gpu_note=gpu_note,
         probes=tuple(probes),
-        libraries=library_versions(),
+        libraries={**library_versions(), **registry.environment_info()},
         assets=_asset_status(cache_dir()),
     )
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from harness.environment import package_versions
 from harness.markers import hookimpl
 from harness.results import Measurement, MetricDef, Value
 from harness.technique import Config, Prepared
@@ -231,3 +232,9 @@ def register_workloads() -> list[type[Workload]]:
 @hookimpl
 def register_metrics() -> list[MetricDef]:
     return [metric for _, metric in TASKS.values()]
+
+
+@hookimpl
+def environment_info() -> dict[str, str]:
+    """Versions of lm-evaluation-harness, stored with every run."""
+    return package_versions("lm-eval")
