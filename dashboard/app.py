@@ -84,4 +84,7 @@ def main() -> None:
     render(snapshot)
 
 
-main()
+# Streamlit runs this file as the module ``__main__`` (``streamlit run`` and AppTest alike);
+# importing it (tests, tools) renders nothing.
+if __name__ == "__main__":
+    main()

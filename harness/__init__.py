@@ -5,9 +5,9 @@ The public API for plugin authors. Importing it does not import torch.
 
 from __future__ import annotations
 
-from harness.environment import Environment
+from harness.environment import Environment, package_versions
 from harness.errors import BenchError, ModelError, PluginError, Skip, StoreError, SuiteError
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 from harness.results import CellResult, Measurement, MetricDef, Value
 from harness.technique import Config, Context, Prepared, Technique
 from harness.workloads import Workload, WorkloadContext
@@ -31,4 +31,5 @@ __all__ = [
     "Workload",
     "WorkloadContext",
     "hookimpl",
+    "package_versions",
 ]

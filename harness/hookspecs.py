@@ -2,26 +2,29 @@
 
 Built-in features are plugins registered through these same hooks (``DEFAULT_PLUGINS`` in
 ``harness.plugins``); third parties add theirs through the ``bench`` entry-point group.
-Hook calls are untyped in pluggy, so each hook is called from exactly one typed function in
-``harness.registry``.
+Hook calls are untyped in pluggy, so each hook is called through the plugin manager
+(``pm.hook.<name>()``) from exactly one typed function in ``harness.registry``. Each hook
+has a section of the same name in ``docs/plugins.md``.
+
+An implementation may take fewer arguments than its specification (pluggy passes only those
+it names), never others: ``register_techniques(extra)`` stops start-up with a
+``PluginError``. Wrappers (``@hookimpl(wrapper=True)``) surround every other
+implementation of a hook and may change its combined result.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import pluggy
+from harness.markers import hookspec
 
 if TYPE_CHECKING:
-    from harness.models import ModelSource
+    from harness.models.base import ModelSource
     from harness.probes import Probe
-    from harness.results import CellResult, MetricDef
+    from harness.results import MetricDef
     from harness.technique import Technique
     from harness.textsources import TextSource
     from harness.workloads import Workload
-
-hookspec = pluggy.HookspecMarker("bench")
-hookimpl = pluggy.HookimplMarker("bench")
 
 
 # ---------------------------------------------------------------- registration (start-up)
@@ -66,32 +69,31 @@ def register_metrics() -> list[MetricDef]:
 @hookspec
 def register_model_sources() -> list[type[ModelSource]]:
     """Return model source classes: how a model id (hub id, folder, GGUF file, built-in
-    asset) is recognised and loaded. The first source whose ``matches`` accepts an id
-    loads it; sources of later plugins are asked first.
+    asset) is recognised and loaded.
+
+    The first source whose ``matches`` accepts an id loads it. Sources of plugins registered
+    later (third parties) are asked first; within one plugin, in the order returned.
     """
 
 
 @hookspec
 def register_text_sources() -> list[type[TextSource]]:
-    """Return text source classes: named corpora used for prompts and evaluation."""
+    """Return text source classes: named corpora used for prompts and evaluation.
 
-
-# ---------------------------------------------------------------- environment and results
-
-
-@hookspec
-def environment_info() -> dict[str, Any]:
-    """Return extra facts to store with every run (library versions, hardware details).
-
-    Called once per run in the parent process; keys are merged into the run's environment
-    record, so keep them namespaced (``"mylib.version"``).
+    Asked in the same order as model sources: later plugins first, then the order returned.
     """
 
 
-@hookspec
-def result_recorded(result: CellResult, run_id: int) -> None:
-    """Called in the parent process after a cell's result is committed to the store.
+# ---------------------------------------------------------------- environment
 
-    For sinks (export, notification). Must not raise: a failing sink is reported and the
-    suite goes on.
+
+@hookspec
+def environment_info() -> dict[str, str]:
+    """Return facts to store with every run: the versions of the libraries this plugin uses.
+
+    Called once per run in the parent process; the dictionaries of all plugins are merged
+    into the run's environment record beside the core's library versions. Keys are
+    distribution names (``"bitsandbytes"``) for versions, dotted names (``"mylib.backend"``)
+    for anything else. ``harness.package_versions("mylib")`` gives the versions of the
+    installed ones, so an implementation is one line.
     """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness import derive
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 from harness.results import MetricDef
 
 CORE_METRICS = [

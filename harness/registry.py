@@ -1,56 +1,45 @@
-"""Typed views over hook results. Each hook is called from exactly one function here.
+"""Typed views over hook results.
 
-Duplicate names stop start-up with a ``PluginError`` naming both plugins.
+Each hook is called through the plugin manager (``pm.hook.<name>()``, so wrappers and
+argument checks apply) from exactly one typed function here. Duplicate names stop start-up
+with a ``PluginError`` naming both plugins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pluggy
 from pydantic import BaseModel
 
 from harness.errors import PluginError
-from harness.results import CellResult, MetricDef
+from harness.results import MetricDef
 from harness.technique import Technique
 
 if TYPE_CHECKING:
-    from harness.models import ModelSource
+    from harness.models.base import ModelSource
     from harness.probes import Probe
     from harness.textsources import TextSource
     from harness.workloads import Workload
 
+
+class _Named(Protocol):
+    """Anything a hook registers: a class or a record with a ``name``."""
+
+    @property
+    def name(self) -> str: ...
+
+
 T = TypeVar("T")
+N = TypeVar("N", bound=_Named)
 
 
-def _plugin_name(pm: pluggy.PluginManager, impl: Any) -> str:
-    return pm.get_name(impl.plugin) or repr(impl.plugin)
-
-
-def _collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
-    """Call ``hook_name`` on every plugin, pairing each returned item with its plugin."""
-    caller = getattr(pm.hook, hook_name)
-    items: list[tuple[str, Any]] = []
-    for impl in caller.get_hookimpls():
-        for item in impl.function() or ():
-            items.append((_plugin_name(pm, impl), item))
-    return items
-
-
-def _by_name(items: Iterable[tuple[str, T]], what: str) -> dict[str, T]:
-    seen: dict[str, tuple[str, T]] = {}
-    for plugin, item in items:
-        name = item.name  # type: ignore[attr-defined]
-        if name in seen:
-            raise PluginError(
-                f"{what} '{name}' is registered twice: by {seen[name][0]} and by {plugin}. "
-                "Uninstall one of them; 'bench plugins' lists what each registers."
-            )
-        seen[name] = (plugin, item)
-    return {name: item for name, (_, item) in seen.items()}
+def _flatten(results: Iterable[Sequence[T] | None]) -> list[T]:
+    """One list from a hook's results: one list per implementation, latest plugin first."""
+    return [item for part in results for item in part or ()]
 
 
 @dataclass(frozen=True)
@@ -75,65 +64,115 @@ class Registry:
 
     @cached_property
     def techniques(self) -> dict[str, type[Technique]]:
-        return _by_name(_collect(self.pm, "register_techniques"), "technique")
+        """Technique classes by ``name`` (``register_techniques``)."""
+        found = _flatten(self.pm.hook.register_techniques())
+        return self._by_name("register_techniques", found, "technique")
 
     @cached_property
     def workloads(self) -> dict[str, type[Workload]]:
-        return _by_name(_collect(self.pm, "register_workloads"), "workload")
+        """Workload and accuracy task classes by ``name`` (``register_workloads``)."""
+        found = _flatten(self.pm.hook.register_workloads())
+        return self._by_name("register_workloads", found, "workload")
 
     @cached_property
     def probes(self) -> dict[str, type[Probe]]:
-        return _by_name(_collect(self.pm, "register_probes"), "probe")
+        """Probe classes by ``name`` (``register_probes``)."""
+        found = _flatten(self.pm.hook.register_probes())
+        return self._by_name("register_probes", found, "probe")
 
     @cached_property
     def metrics(self) -> dict[str, MetricDef]:
-        return _by_name(_collect(self.pm, "register_metrics"), "metric")
+        """Metric definitions by ``name`` (``register_metrics``)."""
+        found = _flatten(self.pm.hook.register_metrics())
+        return self._by_name("register_metrics", found, "metric")
 
     @cached_property
     def model_sources(self) -> list[type[ModelSource]]:
-        # Later-registered plugins (third parties) are asked first.
-        return [item for _, item in reversed(_collect(self.pm, "register_model_sources"))]
+        """Model source classes in the order they are asked (``register_model_sources``).
+
+        pluggy calls the plugins registered last (third parties) first; each plugin's list
+        keeps its own order. Names may repeat: a plugin's source may shadow a built-in one.
+        """
+        return _flatten(self.pm.hook.register_model_sources())
 
     @cached_property
     def text_sources(self) -> list[type[TextSource]]:
-        return [item for _, item in reversed(_collect(self.pm, "register_text_sources"))]
+        """Text source classes in the order they are asked (``register_text_sources``)."""
+        return _flatten(self.pm.hook.register_text_sources())
 
     def environment_info(self) -> dict[str, Any]:
+        """The facts every plugin stores with a run, merged (``environment_info``)."""
         info: dict[str, Any] = {}
         for part in self.pm.hook.environment_info():
-            info.update(part)
+            info.update(part or {})
         return info
 
-    def result_recorded(self, result: CellResult, run_id: int) -> list[str]:
-        """Notify sinks; returns one message per sink that failed (sinks must not stop a run)."""
-        failures = []
-        for impl in self.pm.hook.result_recorded.get_hookimpls():
-            try:
-                impl.function(result=result, run_id=run_id)
-            except Exception as exc:
-                failures.append(f"{_plugin_name(self.pm, impl)}: {exc!r}")
-        return failures
-
     def registrations(self) -> list[Registration]:
-        """One row per registered item, for ``bench plugins``."""
-        rows = []
-        dists = {plugin: dist for plugin, dist in self.pm.list_plugin_distinfo()}
-        hooks = [
-            ("register_techniques", "technique"),
-            ("register_workloads", "workload"),
-            ("register_probes", "probe"),
-            ("register_metrics", "metric"),
-            ("register_model_sources", "model source"),
-            ("register_text_sources", "text source"),
+        """One row per registered item, for ``bench plugins``: plugins in registration order
+        (built-ins first), each plugin's items in the order it returns them."""
+        dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
+        order = {id(plugin): i for i, (_, plugin) in enumerate(self.pm.list_name_plugin())}
+        kinds: list[tuple[str, str, Iterable[_Named]]] = [
+            ("register_techniques", "technique", self.techniques.values()),
+            ("register_workloads", "workload", self.workloads.values()),
+            ("register_probes", "probe", self.probes.values()),
+            ("register_metrics", "metric", self.metrics.values()),
+            ("register_model_sources", "model source", self.model_sources),
+            ("register_text_sources", "text source", self.text_sources),
         ]
-        for hook_name, kind in hooks:
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                dist = dists.get(impl.plugin)
-                version = f"{dist.project_name} {dist.version}" if dist else "built-in"
-                for item in impl.function() or ():
-                    name = _plugin_name(self.pm, impl)
-                    rows.append(Registration(name, version, kind, item.name))
-        return rows
+        keyed: list[tuple[int, int, Registration]] = []
+        for k, (hook_name, kind, items) in enumerate(kinds):
+            owners = self._owners(hook_name)
+            for name in dict.fromkeys(item.name for item in items):
+                for plugin in owners.get(name, [None]):
+                    dist = dists.get(id(plugin))
+                    version = f"{dist.project_name} {dist.version}" if dist else "built-in"
+                    row = Registration(self._plugin_name(plugin), version, kind, name)
+                    keyed.append((order.get(id(plugin), len(order)), k, row))
+        keyed.sort(key=lambda entry: entry[:2])  # stable: keeps each plugin's own order
+        return [row for _, _, row in keyed]
+
+    # ------------------------------------------------------------ attribution
+
+    def _by_name(self, hook_name: str, items: Iterable[N], what: str) -> dict[str, N]:
+        """Items by name; a name registered twice is a ``PluginError`` naming both plugins."""
+        seen: dict[str, N] = {}
+        for item in items:
+            if item.name in seen:
+                owners = self._owners(hook_name).get(item.name, [])
+                who = " and by ".join(self._plugin_name(p) for p in owners[:2]) or "unknown"
+                raise PluginError(
+                    f"{what} '{item.name}' is registered twice: by {who}. Uninstall one of "
+                    "them; 'bench plugins' lists what each registers."
+                )
+            seen[item.name] = item
+        return seen
+
+    def _owners(self, hook_name: str) -> dict[str, list[object]]:
+        """Name -> the plugins that register it, each plugin's hook called on its own.
+
+        Goes through pluggy (``subset_hook_caller``), so a plugin's own wrappers apply.
+        Plugins are in registration order (built-ins first). Used only to attribute items:
+        in error messages and in ``registrations``.
+        """
+        hook = getattr(self.pm.hook, hook_name)
+        plugins = list(dict.fromkeys(impl.plugin for impl in hook.get_hookimpls()))
+        owners: dict[str, list[object]] = {}
+        everyone = self.pm.get_plugins()
+        for plugin in plugins:
+            alone = self.pm.subset_hook_caller(hook_name, everyone - {plugin})
+            for item in _flatten(alone()):
+                owners.setdefault(item.name, []).append(plugin)
+        return owners
+
+    def _plugin_name(self, plugin: object | None) -> str:
+        """The registered name; for an object registered without one, its class."""
+        if plugin is None:
+            return "(a hook wrapper)"
+        name = self.pm.get_name(plugin)
+        if name is None or name == str(id(plugin)):  # pluggy's default name for objects
+            return f"{type(plugin).__module__}.{type(plugin).__qualname__} object"
+        return name
 
 
 def _validate_technique(cls: type[Technique]) -> None:

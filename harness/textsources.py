@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from harness.assets import BUILTIN_TEXTS, normalize_text, shakespeare_text
 from harness.errors import BenchError
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 
 Split = Literal["prompt", "eval"]
 SPLITS: tuple[Split, ...] = ("prompt", "eval")

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.environment import package_versions
 from harness.workloads.train import train_params, trainable
 
 
@@ -48,3 +49,9 @@ class Adam8bit(Technique[Adam8bitConfig]):
 @hookimpl
 def register_techniques() -> list[type[Technique]]:
     return [Adam8bit]
+
+
+@hookimpl
+def environment_info() -> dict[str, str]:
+    """Versions of the 8-bit optimizer's library, stored with every run."""
+    return package_versions("bitsandbytes")

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.environment import package_versions
 from harness.workloads.train import train_params
 from plugins.galore import projected_groups
 
@@ -77,3 +78,9 @@ class ApolloMini(Apollo):
 @hookimpl
 def register_techniques() -> list[type[Technique]]:
     return [Apollo, ApolloMini]
+
+
+@hookimpl
+def environment_info() -> dict[str, str]:
+    """Versions of the APOLLO optimizer's library, stored with every run."""
+    return package_versions("apollo-torch")

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.environment import package_versions
 from harness.workloads.train import train_params, trainable
 
 
@@ -102,3 +103,9 @@ class GaLore(Technique[GaLoreConfig]):
 @hookimpl
 def register_techniques() -> list[type[Technique]]:
     return [GaLore]
+
+
+@hookimpl
+def environment_info() -> dict[str, str]:
+    """Versions of the GaLore optimizer's library, stored with every run."""
+    return package_versions("galore-torch")

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.environment import package_versions
 from harness.kvcache import KVKind
 
 #: Import name of each back-end's library (None: plain torch).
@@ -173,3 +174,9 @@ def make_cache(c: KVQuantConfig, model_config: Any) -> Any:
 @hookimpl
 def register_techniques() -> list[type[Technique]]:
     return [KVQuant]
+
+
+@hookimpl
+def environment_info() -> dict[str, str]:
+    """Versions of the KV-cache quantization back-ends, stored with every run."""
+    return package_versions("optimum-quanto", "hqq")

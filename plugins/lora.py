@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.environment import package_versions
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -79,3 +80,9 @@ class Qlora(Lora):
 @hookimpl
 def register_techniques() -> list[type[Technique]]:
     return [Lora, Qlora]
+
+
+@hookimpl
+def environment_info() -> dict[str, str]:
+    """Versions of LoRA (peft) and QLoRA's 4-bit weights (bitsandbytes), stored with every run."""
+    return package_versions("peft", "bitsandbytes")

@@ -26,6 +26,7 @@ from harness import (
     Technique,
     hookimpl,
 )
+from harness.environment import package_versions
 from harness.footprint import component_bytes
 from plugins import quant_backends as qb
 
@@ -175,3 +176,9 @@ def register_techniques() -> list[type[Technique]]:
 @hookimpl
 def register_metrics() -> list[MetricDef]:
     return METRICS
+
+
+@hookimpl
+def environment_info() -> dict[str, str]:
+    """Versions of the weight quantization back-ends, stored with every run."""
+    return package_versions("bitsandbytes", "torchao", "optimum-quanto", "hqq")

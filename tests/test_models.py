@@ -18,11 +18,13 @@ from harness.models import (
     GGUFSource,
     HubSource,
     LoadedModel,
+    LoadRequest,
     LocalSource,
-    register_model_sources,
+    ModelSource,
     resolve_source,
     torch_dtype,
 )
+from harness.models.sources import register_model_sources
 
 SOURCES = register_model_sources()
 SMOLLM2_PARAMS = 134_515_008
@@ -69,6 +71,34 @@ def test_torch_dtype_names(name: str, expected: torch.dtype | None) -> None:
 def test_unknown_dtype_lists_what_is_allowed() -> None:
     with pytest.raises(ModelError, match=r"unknown dtype 'int4': allowed are auto, float32, fp32"):
         torch_dtype("int4")
+
+
+# ---------------------------------------------------------------- one load signature
+
+
+def test_load_builds_one_request_for_open() -> None:
+    """``load``'s keywords are defined once, on the base; sources implement ``open``."""
+    seen: list[LoadRequest] = []
+
+    class Recording(ModelSource):
+        name = "recording"
+
+        def open(self, request: LoadRequest) -> LoadedModel:
+            seen.append(request)
+            return LoadedModel(model=None, tokenizer=None, source=self.name, path="")
+
+    Recording().load("m", dtype="bf16", revision="v1", trust_remote_code=True, device="cuda:1")
+    Recording().load("n")
+    assert seen == [
+        LoadRequest("m", "bf16", "v1", True, "cuda:1"),
+        LoadRequest("n", "auto", None, False, "cpu"),
+    ]
+
+
+def test_builtin_sources_implement_open_not_load() -> None:
+    for source in SOURCES:
+        assert "open" in vars(source), source.name
+        assert "load" not in vars(source), f"{source.name} redefines the load signature"
 
 
 # ---------------------------------------------------------------- resolution
@@ -263,8 +293,9 @@ def test_smollm2_folder_is_plain_fp32_and_not_converted_again(smollm2: LoadedMod
 
 @pytest.mark.slow
 def test_gguf_source_dequantizes_into_a_plain_model() -> None:
-    gguf = assets._package_dir(assets.SMOLLM2_MODULE, assets.SMOLLM2_PACKAGE, assets.cache_dir())
-    loaded = GGUFSource().load(str(gguf / assets.SMOLLM2_GGUF))
+    from harness.assets.builtin_models import smollm2_gguf
+
+    loaded = GGUFSource().load(str(smollm2_gguf()))
     assert loaded.source == "gguf"
     assert loaded.model.num_parameters() == SMOLLM2_PARAMS
     assert not hasattr(loaded.model.config, "quantization_config")

@@ -1,41 +1,211 @@
-"""The plugin system: built-ins, entry points, start-up validation, `bench plugins`."""
+"""The plugin system: built-ins, entry points, start-up validation, hooks, `bench plugins`.
+
+Every hook has a ``test_hook_<name>`` here and a section in docs/plugins.md whose example is
+run through the plugin manager (``test_docs_example_registers``).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pluggy
 import pytest
 from pydantic import ConfigDict
 
 from harness import Config, Technique, hookimpl
+from harness.environment import LIBRARIES, library_versions, package_versions
 from harness.errors import PluginError
 from harness.plugins import DEFAULT_PLUGINS, get_plugin_manager
 from harness.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = [sys.executable, "-m", "harness"]
+DOCS = ROOT / "docs" / "plugins.md"
+# The technique libraries the built-in plugins report through environment_info.
+PLUGIN_LIBRARIES = (
+    "bitsandbytes",
+    "torchao",
+    "optimum-quanto",
+    "hqq",
+    "peft",
+    "galore-torch",
+    "apollo-torch",
+    "lm-eval",
+)
 
 
-def test_builtins_register_through_the_hooks() -> None:
-    registry = Registry(get_plugin_manager())
-    assert {"baseline", "precision"} <= set(registry.techniques)
-    assert "generate" in registry.workloads
+def hook_names() -> list[str]:
+    """Every hook the plugin manager knows from harness/hookspecs.py."""
+    relay = get_plugin_manager().hook
+    return sorted(name for name, caller in vars(relay).items() if getattr(caller, "spec", None))
+
+
+HOOKS = hook_names()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry(get_plugin_manager())
+
+
+def plugin_module(name: str, source: str) -> types.ModuleType:
+    """A module object made from source text, to register as a plugin."""
+    module = types.ModuleType(name)
+    exec(compile(textwrap.dedent(source), f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+# ---------------------------------------------------------------- every hook: impl, test, docs
+
+
+def test_hooks_are_the_documented_set() -> None:
+    # A new hook needs its docs section, a built-in implementation and a test_hook_ test.
+    assert HOOKS == [
+        "environment_info",
+        "register_metrics",
+        "register_model_sources",
+        "register_probes",
+        "register_techniques",
+        "register_text_sources",
+        "register_workloads",
+    ]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_contract_a_builtin_and_a_test(hook: str) -> None:
+    pm = get_plugin_manager()
+    caller = getattr(pm.hook, hook)
+    assert (caller.spec.function.__doc__ or "").strip(), f"{hook} has no docstring"
+    builtins = {pm.get_name(impl.plugin) for impl in caller.get_hookimpls()} & set(DEFAULT_PLUGINS)
+    assert builtins, f"no built-in plugin implements {hook}"
+    assert callable(globals().get(f"test_hook_{hook}")), f"tests/test_plugins.py: test_hook_{hook}"
+
+
+def docs_sections() -> dict[str, str]:
+    """``### name()`` headings of docs/plugins.md -> the text of their section."""
+    parts = re.split(r"^### (\w+)\(\)\s*$", DOCS.read_text(), flags=re.MULTILINE)
+    return {parts[i]: parts[i + 1].split("\n## ")[0] for i in range(1, len(parts), 2)}
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_every_hook_has_its_docs_section_by_name() -> None:
+    sections = docs_sections()
+    assert sorted(sections) == HOOKS
+    for hook, text in sections.items():
+        for part in ("**When:**", "**Arguments:**", "**Returns:**"):
+            assert part in text, f"docs/plugins.md: section {hook}() lacks {part}"
+        assert len(python_blocks(text)) == 1, f"docs/plugins.md: {hook}() needs one example"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_docs_example_registers(hook: str) -> None:
+    """Each section's example, run as a plugin module, shows up in the registry."""
+    (code,) = python_blocks(docs_sections()[hook])
+    example = plugin_module(f"docs_example_{hook}", code)
+    registry = Registry(get_plugin_manager(extra=(example,)))
+    own = getattr(example, hook)()  # what the example returns on its own
+    if hook == "environment_info":
+        assert own.items() <= registry.environment_info().items()
+        return
+    views: dict[str, Callable[[], Any]] = {
+        "register_techniques": lambda: registry.techniques,
+        "register_workloads": lambda: registry.workloads,
+        "register_probes": lambda: registry.probes,
+        "register_metrics": lambda: registry.metrics,
+        "register_model_sources": lambda: [s.name for s in registry.model_sources],
+        "register_text_sources": lambda: [s.name for s in registry.text_sources],
+    }
+    names = views[hook]()
+    assert own and all(item.name in names for item in own)
+    if hook in ("register_model_sources", "register_text_sources"):
+        assert names[0] == own[0].name  # a plugin's sources are asked before the built-ins
+    plugins = {row.plugin for row in registry.registrations() if row.name == own[0].name}
+    assert plugins == {example.__name__}
+
+
+# ---------------------------------------------------------------- one test per hook
+
+
+def test_hook_register_techniques(registry: Registry) -> None:
+    assert {"baseline", "precision", "weight-quant", "kv-quant"} <= set(registry.techniques)
+    assert len(DEFAULT_PLUGINS) == len(set(DEFAULT_PLUGINS))
+    rows = {(r.plugin, r.kind, r.name) for r in registry.registrations()}
+    assert ("plugins.baseline", "technique", "baseline") in rows
+
+
+def test_hook_register_workloads(registry: Registry) -> None:
+    assert {"generate", "train", "perplexity", "passkey", "agreement"} <= set(registry.workloads)
+    assert registry.workloads["perplexity"].kind == "accuracy"
+
+
+def test_hook_register_probes(registry: Registry) -> None:
+    assert {"cpu-allocator", "rss", "nvml-counter", "rapl"} <= set(registry.probes)
+
+
+def test_hook_register_metrics(registry: Registry) -> None:
     for name in ("latency.tpot_s", "memory.kv_cache_bytes", "memory.weights_bytes"):
         assert name in registry.metrics
-    assert len(DEFAULT_PLUGINS) == len(set(DEFAULT_PLUGINS))
+    assert registry.metrics["latency.tpot_s"].higher_is_better is False
 
 
-def test_every_hook_is_documented() -> None:
-    from harness import hookspecs
+def test_hook_register_model_sources(registry: Registry) -> None:
+    from harness.models import GGUFSource, resolve_source
 
-    hooks = [n for n in dir(hookspecs) if n.startswith(("register_", "environment_", "result_"))]
-    assert len(hooks) == 8
-    for name in hooks:
-        assert (getattr(hookspecs, name).__doc__ or "").strip(), name
+    assert [s.name for s in registry.model_sources] == ["builtin", "gguf", "local", "hub"]
+    # In that order a GGUF file in a folder is a GGUF file, not the hub id "models/x.gguf".
+    assert type(resolve_source("models/llama.Q4_K_M.gguf", registry.model_sources)) is GGUFSource
+
+
+def test_hook_register_text_sources(registry: Registry) -> None:
+    assert [s.name for s in registry.text_sources] == ["shakespeare", "hf-dataset", "file"]
+
+
+def test_hook_environment_info(registry: Registry) -> None:
+    """The run's environment (core + hook) names every technique library that is installed,
+    with its installed version; the core's own list names none of them."""
+    info = {**library_versions(), **registry.environment_info()}
+    installed = package_versions(*PLUGIN_LIBRARIES)
+    assert installed, "no technique library is installed here: this test checks nothing"
+    assert {name: info.get(name) for name in installed} == installed
+    assert not set(PLUGIN_LIBRARIES) & set(LIBRARIES)
+    assert {"python", "torch", "transformers", "pluggy"} <= set(library_versions())
+
+
+def test_package_versions_leaves_out_what_is_not_installed() -> None:
+    import importlib.metadata
+
+    versions = package_versions("pluggy", "bench-no-such-distribution", "pydantic")
+    assert list(versions) == ["pluggy", "pydantic"]
+    assert versions["pluggy"] == importlib.metadata.version("pluggy") == pluggy.__version__
+
+
+def test_every_hook_is_called_through_the_plugin_manager() -> None:
+    """Registry views call ``pm.hook.<name>``: a hook-call monitor sees every hook."""
+    pm = get_plugin_manager()
+    called: list[str] = []
+    undo = pm.add_hookcall_monitoring(
+        lambda name, impls, kwargs: called.append(name), lambda *args: None
+    )
+    try:
+        registry = Registry(pm)
+        registry.environment_info()
+    finally:
+        undo()
+    assert sorted(set(called)) == HOOKS
+
+
+# ---------------------------------------------------------------- start-up validation
 
 
 class Duplicate(Technique):
@@ -48,8 +218,12 @@ class DuplicatePlugin:
         return [Duplicate]
 
 
-def test_duplicate_names_stop_start_up() -> None:
-    with pytest.raises(PluginError, match="technique 'baseline' is registered twice"):
+def test_duplicate_names_stop_start_up_naming_both_plugins() -> None:
+    expected = (
+        "technique 'baseline' is registered twice: by plugins.baseline and by "
+        "test_plugins.DuplicatePlugin object. Uninstall one of them"
+    )
+    with pytest.raises(PluginError, match=re.escape(expected)):
         Registry(get_plugin_manager(extra=(DuplicatePlugin(),)))
 
 
@@ -60,8 +234,50 @@ class Misspelled:
 
 
 def test_misspelled_hooks_stop_start_up() -> None:
-    with pytest.raises(PluginError, match="register_technique"):
+    with pytest.raises(PluginError, match="unknown hook 'register_technique'"):
         get_plugin_manager(extra=(Misspelled(),))
+
+
+class ExtraArgument:
+    @hookimpl
+    def register_techniques(self, extra: object) -> list[type[Technique]]:
+        return []
+
+
+class RemovedHook:
+    @hookimpl
+    def result_recorded(self, result: object) -> None:  # a hook bench no longer has
+        pass
+
+
+@pytest.mark.parametrize(
+    ("plugin", "expected"),
+    [
+        (ExtraArgument(), r"for hook 'register_techniques'.*Argument\(s\) \{'extra'\}"),
+        (RemovedHook(), "unknown hook 'result_recorded'"),
+    ],
+)
+def test_wrong_signatures_stop_start_up_with_one_line(plugin: object, expected: str) -> None:
+    with pytest.raises(PluginError, match=expected) as caught:
+        get_plugin_manager(extra=(plugin,))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.endswith(
+        "Hooks and their arguments are listed in docs/plugins.md ('bench plugins' lists plugins)."
+    )
+
+
+def test_bench_plugins_module_with_a_bad_signature_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "bench_bad_signature.py").write_text(
+        "from harness import hookimpl\n\n\n@hookimpl\ndef register_workloads(registry):\n"
+        "    return []\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("BENCH_PLUGINS", "bench_bad_signature")
+    with pytest.raises(PluginError, match=r"Plugin 'bench_bad_signature' for hook 'register_w"):
+        get_plugin_manager()
 
 
 class LooseConfig(Config):
@@ -82,6 +298,54 @@ class LoosePlugin:
 def test_configs_must_forbid_unknown_keys() -> None:
     with pytest.raises(PluginError, match="must forbid extra fields"):
         Registry(get_plugin_manager(extra=(LoosePlugin(),)))
+
+
+# ---------------------------------------------------------------- pluggy features work
+
+
+def test_a_hook_wrapper_changes_what_the_registry_sees() -> None:
+    """The wrapper of the docs' hook reference hides a built-in technique everywhere."""
+    reference = DOCS.read_text().split("## Hook reference", 1)[1].split("\n### ", 1)[0]
+    (code,) = python_blocks(reference)
+    wrapper = plugin_module("docs_example_wrapper", code)
+    registry = Registry(get_plugin_manager(extra=(wrapper,)))
+    assert "offload" not in registry.techniques
+    assert {"baseline", "kv-quant"} <= set(registry.techniques)
+    assert "offload" not in {row.name for row in registry.registrations()}
+
+
+def test_a_wrapper_sees_every_plugins_result_and_may_add() -> None:
+    seen: list[list[str]] = []
+
+    class Tracer:
+        @hookimpl(wrapper=True)
+        def environment_info(self) -> Any:
+            parts = yield
+            seen.append(sorted(key for part in parts for key in part))
+            return [*parts, {"tracer.wrapped": "yes"}]
+
+    info = Registry(get_plugin_manager(extra=(Tracer(),))).environment_info()
+    assert info["tracer.wrapped"] == "yes"
+    assert seen and set(package_versions(*PLUGIN_LIBRARIES)) <= set(seen[0])
+
+
+def test_a_plugin_registered_later_is_asked_first_and_tryfirst_is_honoured() -> None:
+    order: list[str] = []
+
+    class Late:
+        @hookimpl
+        def environment_info(self) -> dict[str, str]:
+            order.append("late")
+            return {}
+
+    class Early:
+        @hookimpl(trylast=True)
+        def environment_info(self) -> dict[str, str]:
+            order.append("trylast")
+            return {}
+
+    Registry(get_plugin_manager(extra=(Early(), Late()))).environment_info()
+    assert order == ["late", "trylast"]
 
 
 def _install_throwaway_package(site: Path) -> None:

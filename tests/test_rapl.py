@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,12 +131,67 @@ def test_stop_without_start(tmp_path: Path) -> None:
         RaplProbe("cpu", root=tmp_path).stop()
 
 
-def test_this_machine() -> None:
-    probe = RaplProbe("cpu")
+def _counted_zones_here(root: Path) -> list[Path]:
+    """The zones RAPL should count on this machine, found without the probe's code."""
+    zones = []
+    for path in sorted(root.glob("intel-rapl:*")):
+        if not re.fullmatch(r"intel-rapl:\d+(:\d+)?", path.name):
+            continue  # intel-rapl-mmio:N repeats a package
+        name = (path / "name").read_text().strip()
+        if name.startswith("package") or name == "dram":
+            zones.append(path)
+    return zones
+
+
+def check_rapl_at(root: Path, busy: Callable[[], object]) -> str:
+    """Check the probe against the powercap tree at ``root``; return what was checked.
+
+    Without RAPL the reason must name the missing piece; with readable counters the probe
+    must read positive energy over a window in which ``busy`` runs.
+    """
+    probe = RaplProbe("cpu", root=root)
     reason = probe.unavailable()
-    if reason is None:
-        probe.start()
-        (value,) = probe.stop()
-        assert value.value is not None and value.value >= 0
-    else:
-        assert reason  # e.g. "/sys/class/powercap does not exist: ..."
+    if not root.is_dir():
+        assert reason is not None
+        assert reason.startswith(f"{root} does not exist: this kernel exposes no powercap")
+        return "no powercap"
+    zones = _counted_zones_here(root)
+    if not zones:
+        assert reason == f"no RAPL package zone under {root} (intel-rapl:N named package-N)"
+        return "no package zone"
+    try:
+        for zone in zones:
+            (zone / "energy_uj").read_text()
+    except PermissionError:
+        assert reason is not None and "readable only by root" in reason
+        return "root only"
+    assert reason is None
+    assert [zone.path for zone in probe.zones] == zones
+    probe.start()
+    busy()
+    (value,) = probe.stop()
+    assert (value.name, value.unit, value.source) == ("energy.total_j", "J", "rapl")
+    assert value.value is not None and value.value > 0
+    return "read"
+
+
+def test_this_machine() -> None:
+    # Busy by work done, not by time: a few hundred ms of one core.
+    checked = check_rapl_at(rapl.POWERCAP_ROOT, lambda: sum(i * i for i in range(3_000_000)))
+    assert checked in ("no powercap", "no package zone", "root only", "read")
+
+
+def test_the_machine_check_fails_when_the_probe_is_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check above holds on replayed trees of each kind, and catches a wrong probe."""
+    assert check_rapl_at(tmp_path / "absent", lambda: None) == "no powercap"
+    ReplayRapl(tmp_path / "psys", {"intel-rapl:0": "psys"})
+    assert check_rapl_at(tmp_path / "psys", lambda: None) == "no package zone"
+    fake = ReplayRapl(tmp_path / "two", TWO_SOCKETS)
+    assert check_rapl_at(tmp_path / "two", lambda: fake.set("intel-rapl:1", 2_000_000)) == "read"
+    with pytest.raises(AssertionError):  # a counter that did not move: no energy read
+        check_rapl_at(tmp_path / "two", lambda: None)
+    monkeypatch.setattr(rapl, "discover_zones", lambda root: [])
+    with pytest.raises(AssertionError):  # the probe misses zones that exist
+        check_rapl_at(tmp_path / "two", lambda: None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar, Literal
 
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 from harness.results import MetricDef, Value
 
 Phase = Literal["memory", "timing"]

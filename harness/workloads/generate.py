@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from harness.footprint import tensor_bytes
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 from harness.meter import MIN_N_FOR_95, clock, summarize, sync
 from harness.probes import ENERGY_TOTAL_J, Probe, is_energy_probe
 from harness.results import Measurement, MetricDef, Value

@@ -26,7 +26,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from harness.hookspecs import hookimpl
+from harness.environment import package_versions
+from harness.markers import hookimpl
 from harness.results import Measurement, MetricDef, Value
 from harness.technique import Config, Prepared
 from harness.workloads import Workload, WorkloadContext
@@ -231,3 +232,9 @@ def register_workloads() -> list[type[Workload]]:
 @hookimpl
 def register_metrics() -> list[MetricDef]:
     return [metric for _, metric in TASKS.values()]
+
+
+@hookimpl
+def environment_info() -> dict[str, str]:
+    """Versions of lm-evaluation-harness, stored with every run."""
+    return package_versions("lm-eval")

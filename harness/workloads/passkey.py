@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from harness.errors import BenchError
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 from harness.results import Measurement, MetricDef, Value
 from harness.technique import Config, Prepared
 from harness.workloads import Workload, WorkloadContext

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from harness.footprint import module_bytes, tensor_bytes
-from harness.hookspecs import hookimpl
+from harness.markers import hookimpl
 from harness.meter import clock, summarize, sync
 from harness.probes import WINDOW_PEAK_BYTES
 from harness.results import Measurement, MetricDef, Value
