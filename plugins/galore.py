@@ -68,9 +68,9 @@ class GaLore(Technique[GaLoreConfig]):
     Config = GaLoreConfig
 
     def check(self, env: Environment) -> None:
-        if not env.has("galore_torch"):  # type: ignore[attr-defined]
+        if not env.has("galore_torch"):
             raise Skip("galore-torch is not installed: pip install 'bench[train]'")
-        if self.config.optimizer == "adamw8bit" and env.device_kind != "cuda":  # type: ignore[attr-defined]
+        if self.config.optimizer == "adamw8bit" and env.device_kind != "cuda":
             raise Skip("galore's 8-bit AdamW needs bitsandbytes' CUDA kernels; run on a GPU")
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:

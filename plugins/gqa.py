@@ -80,7 +80,7 @@ class GQA(Technique):
         self.validate_model(self.config.model_dump(), config.to_dict())
         attention = _attention_modules(model)
         n_heads, kv, head_dim = heads(config.to_dict())
-        want: int = self.config.kv_heads  # type: ignore[attr-defined]
+        want: int = self.config.kv_heads
         ctx.state["before"], ctx.state["after"] = kv, want
         if want == kv:
             return prepared

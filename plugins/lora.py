@@ -54,7 +54,7 @@ class Lora(Technique):
             raise Skip("peft is not installed: pip install 'bench[train]'")
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        prepared.model = add_adapters(prepared.model, self.config)  # type: ignore[arg-type]
+        prepared.model = add_adapters(prepared.model, self.config)
         return prepared
 
 

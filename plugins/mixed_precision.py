@@ -26,11 +26,11 @@ class MixedPrecision(Technique):
     Config = MixedPrecisionConfig
 
     def check(self, env: Environment) -> None:
-        if self.config.dtype == "fp16" and env.device_kind != "cuda":  # type: ignore[attr-defined]
+        if self.config.dtype == "fp16" and env.device_kind != "cuda":
             raise Skip("fp16 mixed precision needs a GradScaler and fp16 kernels: CUDA only")
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        dtype = {"bf16": "bfloat16", "fp16": "float16"}[self.config.dtype]  # type: ignore[attr-defined]
+        dtype = {"bf16": "bfloat16", "fp16": "float16"}[self.config.dtype]
         prepared.autocast_dtype = dtype
         return prepared
 

@@ -12,7 +12,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
-from harness.results import CellResult, MetricDef, Value
+from harness.results import CellResult, MetricDef, Status, Value
 from harness.store import Store
 
 WORKLOAD = {"name": "generate", "params": {"prompt_tokens": 128, "new_tokens": 32, "batch_size": 1}}
@@ -88,13 +88,13 @@ STACKS: list[tuple[str, list[dict[str, object]], float, float, float, float, flo
         1.13,
     ),
 ]
-SKIPPED = (
+SKIPPED: tuple[str, list[dict[str, object]], Status, str] = (
     "offload(target=cpu)",
     [{"name": "offload", "config": {"target": "cpu"}}],
     "skipped",
     "needs CUDA: offloading moves weights from a GPU to host memory",
 )
-FAILED = (
+FAILED: tuple[str, list[dict[str, object]], Status, str] = (
     "h2o(heavy_ratio=0.1)",
     [{"name": "h2o", "config": {"heavy_ratio": 0.1}}],
     "error",
@@ -184,7 +184,7 @@ def _record_run(
                     model=model,
                     device=device,
                     technique=label,
-                    stack=tuple(stack),  # type: ignore[arg-type]
+                    stack=tuple(stack),
                     workload=WORKLOAD,
                     status="ok",
                     reason=None,
@@ -202,9 +202,9 @@ def _record_run(
                     model=model,
                     device=device,
                     technique=label,
-                    stack=tuple(stack),  # type: ignore[arg-type]
+                    stack=tuple(stack),
                     workload=WORKLOAD,
-                    status=status,  # type: ignore[arg-type]
+                    status=status,
                     reason=reason,
                     started_at=t0 + 20,
                     duration_s=0.0 if status == "skipped" else 1.5,
