@@ -48,7 +48,7 @@ def heads(model_config: Mapping[str, Any]) -> tuple[int, int, int | None]:
     return n_heads, int(kv), cfg.get("head_dim")
 
 
-class GQA(Technique):
+class GQA(Technique[GQAConfig]):
     """Mean-pool (or replicate) key/value heads to ``kv_heads`` heads."""
 
     name = "gqa"

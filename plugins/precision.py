@@ -12,14 +12,14 @@ from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
 
-_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # config -> torch dtype
 
 
 class PrecisionConfig(Config):
     dtype: Literal["fp32", "bf16", "fp16"] = Field(description="compute dtype")
 
 
-class Precision(Technique):
+class Precision(Technique[PrecisionConfig]):
     """Cast weights and activations to one floating-point dtype."""
 
     name = "precision"
@@ -36,7 +36,7 @@ class Precision(Technique):
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
         import torch
 
-        dtype = getattr(torch, _DTYPES[self.config.dtype])
+        dtype = getattr(torch, DTYPES[self.config.dtype])
         prepared.model.to(dtype)
         return prepared
 
