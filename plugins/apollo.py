@@ -42,17 +42,7 @@ class Apollo(OptimizerTechnique[ApolloConfig]):
     def optimizer(self, model: Any, lr: float) -> Any:
         import apollo_torch
 
-        c = self.config
-        groups = projected_groups(
-            model,
-            c.targets,
-            rank=c.rank,
-            proj="random",
-            scale_type=self.scale_type,
-            scale=c.scale,
-            update_proj_gap=c.update_proj_gap,
-            proj_type="std",
-        )
+        groups = projected_groups(model, self.config, proj="random", scale_type=self.scale_type)
         return apollo_torch.APOLLOAdamW(groups, lr=lr)
 
 

@@ -53,14 +53,7 @@ class GaLore(OptimizerTechnique[GaLoreConfig]):
         import galore_torch
 
         c = self.config
-        groups = projected_groups(
-            model,
-            c.targets,
-            rank=c.rank,
-            update_proj_gap=c.update_proj_gap,
-            scale=c.scale,
-            proj_type="std",
-        )
+        groups = projected_groups(model, c)
         if c.optimizer == "adafactor":
             return galore_torch.GaLoreAdafactor(
                 groups, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False

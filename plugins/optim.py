@@ -11,7 +11,7 @@ plugin itself: it registers nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from harness import Context, Environment, Prepared, Technique
 from harness.technique import ConfigT
@@ -61,10 +61,30 @@ def projected_params(model: Any, targets: Sequence[str]) -> list[Any]:
     ]
 
 
-def projected_groups(model: Any, targets: Sequence[str], **options: Any) -> list[dict[str, Any]]:
+class Projection(Protocol):
+    """The fields GaLore's and APOLLO's configs share."""
+
+    @property
+    def targets(self) -> list[str]: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def update_proj_gap(self) -> int: ...
+    @property
+    def scale(self) -> float: ...
+
+
+def projected_groups(model: Any, c: Projection, **options: Any) -> list[dict[str, Any]]:
     """Two parameter groups: the trainable parameters left as they are, and the projected
-    weights of ``targets`` with the low-rank ``options`` (GaLore and APOLLO read them)."""
-    low = projected_params(model, targets)
+    weights of ``c.targets`` with the low-rank keys galore-torch and apollo-torch read
+    (``rank``, ``update_proj_gap``, ``scale``, ``proj_type="std"``) plus ``options``."""
+    low = projected_params(model, c.targets)
     low_ids = {id(p) for p in low}
     rest = [p for p in trainable(model) if id(p) not in low_ids]
-    return [{"params": rest}, {"params": low, **options}]
+    projection = {
+        "rank": c.rank,
+        "update_proj_gap": c.update_proj_gap,
+        "scale": c.scale,
+        "proj_type": "std",
+    }
+    return [{"params": rest}, {"params": low, **projection, **options}]

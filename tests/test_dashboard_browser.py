@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 from dashboard_db import fill_demo_db
+from headless_chromium import CHROMEDRIVER, CHROMIUM, headless_flags
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DOCS_IMG = ROOT / "docs" / "img"
 PLACEHOLDER_PNG_BYTES = 20_000  # an unrendered Streamlit page is a ~8 kB skeleton
 WAIT_S = 45
@@ -117,17 +116,7 @@ def serve(db_url: str) -> Iterator[str]:
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1400,1000",
-    ):
+    for flag in [*headless_flags(tmp_path / "chromium-profile"), "--window-size=1400,1000"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
