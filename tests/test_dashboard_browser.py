@@ -110,6 +110,8 @@ def serve(db_url: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if process.stdout:
+            process.stdout.close()
 
 
 @pytest.fixture
