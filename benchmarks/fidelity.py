@@ -76,11 +76,11 @@ def bare_tpot(model: Any, ids: Any, new_tokens: int) -> float:
 
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         t_first = time.perf_counter()
         for _ in range(new_tokens - 1):
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            out = model(input_ids=token, cache=cache, use_cache=True)
             token = out.logits[:, -1].argmax(-1, keepdim=True)
         t_last = time.perf_counter()
     return (t_last - t_first) / (new_tokens - 1)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from harness.errors import Skip
+
 # The core's own libraries. Each plugin reports the libraries it uses through the
 # ``environment_info`` hook (``package_versions``); a run stores both.
 LIBRARIES: tuple[str, ...] = (
@@ -52,6 +54,22 @@ class Environment:
     def has(package: str) -> bool:
         """Whether an importable module of that name is installed."""
         return importlib.util.find_spec(package) is not None
+
+    @classmethod
+    def require(cls, module: str, *, install: str) -> None:
+        """Skip the cell unless ``module`` can be imported; the reason names ``install``.
+
+        Args:
+            module: import name; a dotted one (``"optimum.quanto"``) is checked parent
+                first, so a missing parent package is a skip too, not an import error.
+            install: the command that installs it, e.g. ``"pip install 'bench[train]'"``.
+
+        Raises:
+            Skip: ``"<module> is not installed: <install>"``.
+        """
+        parts = module.split(".")
+        if not all(cls.has(".".join(parts[: i + 1])) for i in range(len(parts))):
+            raise Skip(f"{module} is not installed: {install}")
 
     @classmethod
     def detect(cls, device: str) -> Environment:

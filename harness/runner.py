@@ -76,7 +76,7 @@ class WorkerHandle:
             self.conn.send(cell)
             if self.conn.poll(cell.policy.timeout_s):
                 _, result = self.conn.recv()
-                return result  # type: ignore[no-any-return]
+                return result
             self.kill()
             reason = f"cell ran longer than {cell.policy.timeout_s:g} s"
             return cell_result(cell, "timeout", reason, started)

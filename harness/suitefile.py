@@ -68,7 +68,7 @@ class SuiteFile(_Strict):
     )
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     accuracy: list[str | dict[str, dict[str, Any] | None]] = Field(default_factory=list)
-    policy: Policy = Field(default_factory=Policy)  # type: ignore[arg-type]
+    policy: Policy = Field(default_factory=Policy)
 
     @field_validator("workload")
     @classmethod

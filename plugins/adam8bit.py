@@ -13,37 +13,27 @@ from typing import Any
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import Config, Technique, hookimpl
 from harness.environment import package_versions
-from harness.workloads.train import train_params, trainable
+from harness.workloads.train import trainable
+from plugins.optim import OptimizerTechnique
 
 
 class Adam8bitConfig(Config):
     min_8bit_size: int = Field(4096, ge=1, description="tensors smaller than this stay fp32")
 
 
-class Adam8bit(Technique[Adam8bitConfig]):
+class Adam8bit(OptimizerTechnique[Adam8bitConfig]):
     """AdamW with 8-bit block-wise quantized moments."""
 
     name = "adam-8bit"
-    kind = frozenset({"training"})
     Config = Adam8bitConfig
+    module = "bitsandbytes"
 
-    def check(self, env: Environment) -> None:
-        if not env.has("bitsandbytes"):
-            raise Skip("bitsandbytes is not installed: pip install bitsandbytes")
+    def optimizer(self, model: Any, lr: float) -> Any:
+        import bitsandbytes as bnb
 
-    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c = self.config
-        lr = train_params(ctx.workload).lr
-
-        def factory(model: Any) -> Any:
-            import bitsandbytes as bnb
-
-            return bnb.optim.AdamW8bit(trainable(model), lr=lr, min_8bit_size=c.min_8bit_size)
-
-        prepared.optimizer_factory = factory
-        return prepared
+        return bnb.optim.AdamW8bit(trainable(model), lr=lr, min_8bit_size=self.config.min_8bit_size)
 
 
 @hookimpl

@@ -14,10 +14,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import Config, Technique, hookimpl
 from harness.environment import package_versions
-from harness.workloads.train import train_params
-from plugins.galore import projected_groups
+from plugins.optim import OptimizerTechnique, projected_groups
 
 
 class ApolloConfig(Config):
@@ -32,39 +31,19 @@ class ApolloMiniConfig(ApolloConfig):
     scale: float = Field(128.0, gt=0, description="gradient scaling factor α")
 
 
-class Apollo(Technique[ApolloConfig]):
+class Apollo(OptimizerTechnique[ApolloConfig]):
     """Channel-wise gradient scaling estimated in a rank-r random projection."""
 
     name = "apollo"
-    kind = frozenset({"training"})
     Config = ApolloConfig
+    module = "apollo_torch"
     scale_type: ClassVar[str] = "channel"
 
-    def check(self, env: Environment) -> None:
-        if not env.has("apollo_torch"):
-            raise Skip("apollo-torch is not installed: pip install 'bench[train]'")
+    def optimizer(self, model: Any, lr: float) -> Any:
+        import apollo_torch
 
-    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        c = self.config
-        lr = train_params(ctx.workload).lr
-
-        def factory(model: Any) -> Any:
-            import apollo_torch
-
-            groups = projected_groups(
-                model,
-                c.targets,
-                rank=c.rank,
-                proj="random",
-                scale_type=self.scale_type,
-                scale=c.scale,
-                update_proj_gap=c.update_proj_gap,
-                proj_type="std",
-            )
-            return apollo_torch.APOLLOAdamW(groups, lr=lr)
-
-        prepared.optimizer_factory = factory
-        return prepared
+        groups = projected_groups(model, self.config, proj="random", scale_type=self.scale_type)
+        return apollo_torch.APOLLOAdamW(groups, lr=lr)
 
 
 class ApolloMini(Apollo):

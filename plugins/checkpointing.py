@@ -1,6 +1,7 @@
 """``activation-checkpointing``: recompute each decoder layer's activations in backward.
 
-``model.gradient_checkpointing_enable(use_reentrant=False)``: only the inputs of every
+``model.activation_checkpointing_enable(use_reentrant=False)`` (transformers releases before
+that name: ``gradient_checkpointing_enable``, deprecated since): only the inputs of every
 decoder layer are kept in forward; the layer runs again during backward. Activation memory
 drops from all layers' intermediates to one layer's plus the layer inputs, at the cost of
 about one extra forward per step.
@@ -21,8 +22,13 @@ class ActivationCheckpointing(Technique):
         model = prepared.model
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise Skip(f"{type(model).__name__} does not support gradient checkpointing")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        prepared.cleanup.append(model.gradient_checkpointing_disable)
+        options = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+            prepared.cleanup.append(model.activation_checkpointing_disable)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+            prepared.cleanup.append(model.gradient_checkpointing_disable)
         return prepared
 
 

@@ -18,14 +18,13 @@ tensor). Parameters outside the targets hold AdamW's 2 × their bytes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import Config, Environment, Skip, Technique, hookimpl
 from harness.environment import package_versions
-from harness.workloads.train import train_params, trainable
+from plugins.optim import OptimizerTechnique, projected_groups
 
 
 class GaLoreConfig(Config):
@@ -38,66 +37,30 @@ class GaLoreConfig(Config):
     optimizer: Literal["adamw", "adafactor", "adamw8bit"] = Field("adamw", description="base")
 
 
-def projected_params(model: Any, targets: Sequence[str]) -> list[Any]:
-    """2-D weights of the ``torch.nn.Linear`` modules whose qualified name holds a target."""
-    import torch
-
-    return [
-        mod.weight
-        for name, mod in model.named_modules()
-        if isinstance(mod, torch.nn.Linear)
-        and any(t in name for t in targets)
-        and mod.weight.requires_grad
-    ]
-
-
-def projected_groups(model: Any, targets: Sequence[str], **options: Any) -> list[dict[str, Any]]:
-    """Two parameter groups: the trainable parameters left as they are, and the projected
-    weights of ``targets`` with the low-rank ``options`` (GaLore and APOLLO read them)."""
-    low = projected_params(model, targets)
-    low_ids = {id(p) for p in low}
-    rest = [p for p in trainable(model) if id(p) not in low_ids]
-    return [{"params": rest}, {"params": low, **options}]
-
-
-class GaLore(Technique[GaLoreConfig]):
+class GaLore(OptimizerTechnique[GaLoreConfig]):
     """Low-rank projected optimizer states for the attention and MLP weights."""
 
     name = "galore"
-    kind = frozenset({"training"})
     Config = GaLoreConfig
+    module = "galore_torch"
 
     def check(self, env: Environment) -> None:
-        if not env.has("galore_torch"):  # type: ignore[attr-defined]
-            raise Skip("galore-torch is not installed: pip install 'bench[train]'")
-        if self.config.optimizer == "adamw8bit" and env.device_kind != "cuda":  # type: ignore[attr-defined]
+        super().check(env)
+        if self.config.optimizer == "adamw8bit" and env.device_kind != "cuda":
             raise Skip("galore's 8-bit AdamW needs bitsandbytes' CUDA kernels; run on a GPU")
 
-    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+    def optimizer(self, model: Any, lr: float) -> Any:
+        import galore_torch
+
         c = self.config
-        lr = train_params(ctx.workload).lr
-
-        def factory(model: Any) -> Any:
-            import galore_torch
-
-            groups = projected_groups(
-                model,
-                c.targets,
-                rank=c.rank,
-                update_proj_gap=c.update_proj_gap,
-                scale=c.scale,
-                proj_type="std",
+        groups = projected_groups(model, c)
+        if c.optimizer == "adafactor":
+            return galore_torch.GaLoreAdafactor(
+                groups, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False
             )
-            if c.optimizer == "adafactor":
-                return galore_torch.GaLoreAdafactor(
-                    groups, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False
-                )
-            if c.optimizer == "adamw8bit":
-                return galore_torch.GaLoreAdamW8bit(groups, lr=lr)
-            return galore_torch.GaLoreAdamW(groups, lr=lr, no_deprecation_warning=True)
-
-        prepared.optimizer_factory = factory
-        return prepared
+        if c.optimizer == "adamw8bit":
+            return galore_torch.GaLoreAdamW8bit(groups, lr=lr)
+        return galore_torch.GaLoreAdamW(groups, lr=lr, no_deprecation_warning=True)
 
 
 @hookimpl

@@ -48,7 +48,7 @@ def heads(model_config: Mapping[str, Any]) -> tuple[int, int, int | None]:
     return n_heads, int(kv), cfg.get("head_dim")
 
 
-class GQA(Technique):
+class GQA(Technique[GQAConfig]):
     """Mean-pool (or replicate) key/value heads to ``kv_heads`` heads."""
 
     name = "gqa"
@@ -80,7 +80,7 @@ class GQA(Technique):
         self.validate_model(self.config.model_dump(), config.to_dict())
         attention = _attention_modules(model)
         n_heads, kv, head_dim = heads(config.to_dict())
-        want: int = self.config.kv_heads  # type: ignore[attr-defined]
+        want: int = self.config.kv_heads
         ctx.state["before"], ctx.state["after"] = kv, want
         if want == kv:
             return prepared

@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import Config, Context, Environment, Prepared, Technique, hookimpl
 from harness.environment import package_versions
+from plugins.optim import TRAIN_EXTRA
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -41,7 +42,7 @@ def add_adapters(model: Any, c: LoraConfig) -> Any:
     return peft.get_peft_model(model, config)
 
 
-class Lora(Technique):
+class Lora(Technique[LoraConfig]):
     """Frozen base, trainable low-rank adapters."""
 
     name = "lora"
@@ -50,11 +51,10 @@ class Lora(Technique):
     mutates_weights = True
 
     def check(self, env: Environment) -> None:
-        if not env.has("peft"):
-            raise Skip("peft is not installed: pip install 'bench[train]'")
+        env.require("peft", install=TRAIN_EXTRA)
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        prepared.model = add_adapters(prepared.model, self.config)  # type: ignore[arg-type]
+        prepared.model = add_adapters(prepared.model, self.config)
         return prepared
 
 
@@ -65,8 +65,7 @@ class Qlora(Lora):
 
     def check(self, env: Environment) -> None:
         super().check(env)
-        if not env.has("bitsandbytes"):
-            raise Skip("bitsandbytes is not installed: pip install bitsandbytes")
+        env.require("bitsandbytes", install=TRAIN_EXTRA)
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
         from plugins.quant_backends import quantize

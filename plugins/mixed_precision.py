@@ -12,13 +12,14 @@ from typing import Literal
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from plugins.precision import DTYPES
 
 
 class MixedPrecisionConfig(Config):
     dtype: Literal["bf16", "fp16"] = Field("bf16", description="autocast dtype")
 
 
-class MixedPrecision(Technique):
+class MixedPrecision(Technique[MixedPrecisionConfig]):
     """Autocast forward and loss to bf16/fp16, keeping fp32 weights and optimizer."""
 
     name = "mixed-precision"
@@ -26,12 +27,11 @@ class MixedPrecision(Technique):
     Config = MixedPrecisionConfig
 
     def check(self, env: Environment) -> None:
-        if self.config.dtype == "fp16" and env.device_kind != "cuda":  # type: ignore[attr-defined]
+        if self.config.dtype == "fp16" and env.device_kind != "cuda":
             raise Skip("fp16 mixed precision needs a GradScaler and fp16 kernels: CUDA only")
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        dtype = {"bf16": "bfloat16", "fp16": "float16"}[self.config.dtype]  # type: ignore[attr-defined]
-        prepared.autocast_dtype = dtype
+        prepared.autocast_dtype = DTYPES[self.config.dtype]
         return prepared
 
 

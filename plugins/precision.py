@@ -12,14 +12,14 @@ from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
 
-_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # config -> torch dtype
 
 
 class PrecisionConfig(Config):
     dtype: Literal["fp32", "bf16", "fp16"] = Field(description="compute dtype")
 
 
-class Precision(Technique):
+class Precision(Technique[PrecisionConfig]):
     """Cast weights and activations to one floating-point dtype."""
 
     name = "precision"
@@ -28,7 +28,7 @@ class Precision(Technique):
     mutates_weights = True
 
     def check(self, env: Environment) -> None:
-        if self.config.dtype == "fp16" and env.device_kind == "cpu":  # type: ignore[attr-defined]
+        if self.config.dtype == "fp16" and env.device_kind == "cpu":
             # Measured here (torch 2.13, 2 cores): fp16 matmuls on CPU have no fast kernels
             # and run an order of magnitude slower than fp32, which says nothing about fp16.
             raise Skip("fp16 on CPU has no fast kernels; run it on a GPU")
@@ -36,7 +36,7 @@ class Precision(Technique):
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
         import torch
 
-        dtype = getattr(torch, _DTYPES[self.config.dtype])  # type: ignore[attr-defined]
+        dtype = getattr(torch, DTYPES[self.config.dtype])
         prepared.model.to(dtype)
         return prepared
 

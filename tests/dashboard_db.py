@@ -12,7 +12,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
-from harness.results import CellResult, MetricDef, Value
+from harness.results import CellResult, MetricDef, Status, Value
 from harness.store import Store
 
 WORKLOAD = {"name": "generate", "params": {"prompt_tokens": 128, "new_tokens": 32, "batch_size": 1}}
@@ -88,13 +88,13 @@ STACKS: list[tuple[str, list[dict[str, object]], float, float, float, float, flo
         1.13,
     ),
 ]
-SKIPPED = (
+SKIPPED: tuple[str, list[dict[str, object]], Status, str] = (
     "offload(target=cpu)",
     [{"name": "offload", "config": {"target": "cpu"}}],
     "skipped",
     "needs CUDA: offloading moves weights from a GPU to host memory",
 )
-FAILED = (
+FAILED: tuple[str, list[dict[str, object]], Status, str] = (
     "h2o(heavy_ratio=0.1)",
     [{"name": "h2o", "config": {"heavy_ratio": 0.1}}],
     "error",
@@ -153,6 +153,33 @@ def _ci(name: str, value: float, unit: str) -> Value:
     return Value(name, value, unit, value - half, value + half, n=5, source="perf_counter")
 
 
+def _cell(
+    model: str,
+    device: str,
+    label: str,
+    stack: list[dict[str, object]],
+    started_at: float,
+    duration_s: float,
+    values: list[Value],
+    status: Status = "ok",
+    reason: str | None = None,
+) -> CellResult:
+    return CellResult(
+        key=_key(model, label, device),
+        model=model,
+        device=device,
+        technique=label,
+        stack=tuple(stack),
+        workload=WORKLOAD,
+        status=status,
+        reason=reason,
+        started_at=started_at,
+        duration_s=duration_s,
+        values=tuple(values),
+        reference=label == "baseline",
+    )
+
+
 def _record_run(
     store: Store,
     machine_id: int,
@@ -177,39 +204,12 @@ def _record_run(
     t0 = 1_750_000_000.0
     for model in MODELS:
         for i, (label, stack, *_rest) in enumerate(STACKS):
-            store.record(
-                run_id,
-                CellResult(
-                    key=_key(model, label, device),
-                    model=model,
-                    device=device,
-                    technique=label,
-                    stack=tuple(stack),  # type: ignore[arg-type]
-                    workload=WORKLOAD,
-                    status="ok",
-                    reason=None,
-                    started_at=t0 + i,
-                    duration_s=4.0 + i,
-                    values=tuple(metric_values(model, i, slowdown, with_accuracy, speed)),
-                    reference=label == "baseline",
-                ),
-            )
+            values = metric_values(model, i, slowdown, with_accuracy, speed)
+            store.record(run_id, _cell(model, device, label, stack, t0 + i, 4.0 + i, values))
         for label, stack, status, reason in (SKIPPED, FAILED):
-            store.record(
-                run_id,
-                CellResult(
-                    key=_key(model, label, device),
-                    model=model,
-                    device=device,
-                    technique=label,
-                    stack=tuple(stack),  # type: ignore[arg-type]
-                    workload=WORKLOAD,
-                    status=status,  # type: ignore[arg-type]
-                    reason=reason,
-                    started_at=t0 + 20,
-                    duration_s=0.0 if status == "skipped" else 1.5,
-                ),
-            )
+            duration_s = 0.0 if status == "skipped" else 1.5
+            cell = _cell(model, device, label, stack, t0 + 20, duration_s, [], status, reason)
+            store.record(run_id, cell)
     store.finish_run(run_id)
     return run_id
 

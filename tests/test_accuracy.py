@@ -18,7 +18,7 @@ from harness import (
     WorkloadContext,
     hookimpl,
 )
-from harness.suite import suite_from_data
+from harness.suite import Cell, suite_from_data
 from harness.testing import registry_with, run_technique
 from harness.worker import Worker
 
@@ -100,24 +100,30 @@ class _Plugin:
         ]
 
 
-def test_accuracy_runs_once_per_stack_and_is_stored_in_every_cell() -> None:
+def counting_cells(
+    workload: dict[str, Any], techniques: list[Any] | None = None
+) -> tuple[Worker, tuple[Cell, ...]]:
+    """A worker with the test plugin and the cells of a suite with the ``counting`` task."""
     registry = registry_with([_Plugin()])
-    suite = suite_from_data(
-        {
-            "name": "t",
-            "models": ["tiny-random-llama"],
-            "devices": ["cpu"],
-            "workload": {"generate": {"prompt_tokens": [8, 12], "new_tokens": 2}},
-            "techniques": ["baseline", {"precision": {"dtype": "bf16"}}],
-            "accuracy": ["counting"],
-            "policy": {"warmup": 0, "repeats": 1},
-        },
-        registry,
-        devices=["cpu"],
-    )
-    worker = Worker("cpu", registry)
+    data = {
+        "name": "t",
+        "models": ["tiny-random-llama"],
+        "devices": ["cpu"],
+        "workload": workload,
+        "techniques": techniques or ["baseline"],
+        "accuracy": ["counting"],
+        "policy": {"warmup": 0, "repeats": 1},
+    }
+    return Worker("cpu", registry), suite_from_data(data, registry, devices=["cpu"]).cells
+
+
+GENERATE_8_12 = {"generate": {"prompt_tokens": [8, 12], "new_tokens": 2}}
+
+
+def test_accuracy_runs_once_per_stack_and_is_stored_in_every_cell() -> None:
+    worker, cells = counting_cells(GENERATE_8_12, ["baseline", {"precision": {"dtype": "bf16"}}])
     _Counting.runs = 0
-    results = [worker.run(cell) for cell in suite.cells]
+    results = [worker.run(cell) for cell in cells]
     assert [r.status for r in results] == ["ok"] * 4
     runs = {(r.technique, r.workload["params"]["prompt_tokens"]): r for r in results}
     value = {k: next(v.value for v in r.values if v.name == "test.runs") for k, r in runs.items()}
@@ -138,42 +144,16 @@ def test_technique_metrics_describe_the_measure_workload_not_the_accuracy_tasks(
 
 
 def test_a_stack_prepared_from_the_workload_gets_accuracy_per_variant() -> None:
-    registry = registry_with([_Plugin()])
-    suite = suite_from_data(
-        {
-            "name": "t",
-            "models": ["tiny-random-llama"],
-            "devices": ["cpu"],
-            "workload": {"generate": {"prompt_tokens": [8, 12], "new_tokens": 2}},
-            "techniques": ["budget"],
-            "accuracy": ["counting"],
-            "policy": {"warmup": 0, "repeats": 1},
-        },
-        registry,
-        devices=["cpu"],
-    )
-    worker = Worker("cpu", registry)
+    worker, cells = counting_cells(GENERATE_8_12, ["budget"])
     _Counting.runs = 0
-    assert [worker.run(cell).status for cell in suite.cells] == ["ok", "ok"]
+    assert [worker.run(cell).status for cell in cells] == ["ok", "ok"]
     assert _Counting.runs == 2
 
 
 def test_accuracy_after_a_weight_changing_workload_runs_for_every_variant() -> None:
-    registry = registry_with([_Plugin()])
-    suite = suite_from_data(
-        {
-            "name": "t",
-            "models": ["tiny-random-llama"],
-            "devices": ["cpu"],
-            "workload": {"fake-train": {"steps": [1, 2]}},
-            "accuracy": ["counting"],
-        },
-        registry,
-        devices=["cpu"],
-    )
-    worker = Worker("cpu", registry)
+    worker, cells = counting_cells({"fake-train": {"steps": [1, 2]}})
     _Counting.runs = 0
-    assert [worker.run(cell).status for cell in suite.cells] == ["ok", "ok"]
+    assert [worker.run(cell).status for cell in cells] == ["ok", "ok"]
     assert _Counting.runs == 2
 
 

@@ -140,7 +140,7 @@ def test_leaderboard_sort_filter_and_hide_failed(
     assert set(table["status"]) == {"ok"}
     assert all("quant" in t for t in table["technique"])
     assert len(table) == 4
-    assert any(b.label == "Download CSV" for b in at.get("download_button"))
+    assert widget(at.get("download_button"), "Download CSV")
 
 
 def test_sidebar_run_filter_shows_that_run(monkeypatch: pytest.MonkeyPatch, demo_url: str) -> None:

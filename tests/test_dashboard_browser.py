@@ -22,13 +22,16 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from dashboard_db import fill_demo_db
+from headless_chromium import CHROMEDRIVER, CHROMIUM, headless_flags
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DOCS_IMG = ROOT / "docs" / "img"
 PLACEHOLDER_PNG_BYTES = 20_000  # an unrendered Streamlit page is a ~8 kB skeleton
 WAIT_S = 45
@@ -107,23 +110,15 @@ def serve(db_url: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if process.stdout:
+            process.stdout.close()
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[object]:
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1400,1000",
-    ):
+    for flag in [*headless_flags(tmp_path / "chromium-profile"), "--window-size=1400,1000"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -132,11 +127,11 @@ def browser(tmp_path: Path) -> Iterator[object]:
         driver.quit()
 
 
-def visit_every_page(base: str, driver: object, out: Path) -> dict[str, str]:
+def visit_every_page(base: str, driver: WebDriver, out: Path) -> dict[str, str]:
     """Opens each page, waits for its content, saves ``out/<page>.png``; returns the DOMs."""
     doms = {}
     for page, (title, content) in PAGES.items():
-        driver.get(f"{base}/?page={page}")  # type: ignore[attr-defined]
+        driver.get(f"{base}/?page={page}")
         wait = WebDriverWait(driver, WAIT_S)
         wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "h1"), title))
         wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, content)))
@@ -146,13 +141,13 @@ def visit_every_page(base: str, driver: object, out: Path) -> dict[str, str]:
         )
         time.sleep(1.0)  # let Vega finish its paint transition; not an assertion on time
         png = out / f"{page}.png"
-        assert driver.save_screenshot(str(png)), page  # type: ignore[attr-defined]
+        assert driver.save_screenshot(str(png)), page
         assert png.stat().st_size > PLACEHOLDER_PNG_BYTES, (page, png.stat().st_size)
-        doms[page] = driver.page_source  # type: ignore[attr-defined]
+        doms[page] = driver.page_source
     return doms
 
 
-def test_every_page_renders_in_chromium(browser: object, tmp_path: Path) -> None:
+def test_every_page_renders_in_chromium(browser: WebDriver, tmp_path: Path) -> None:
     db_url = fill_demo_db(f"sqlite:///{tmp_path / 'bench.db'}").url
     with serve(db_url) as base:
         doms = visit_every_page(base, browser, tmp_path)
@@ -165,7 +160,7 @@ def test_every_page_renders_in_chromium(browser: object, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_dashboard_on_a_real_database(tmp_path: Path, browser: object) -> None:
+def test_dashboard_on_a_real_database(tmp_path: Path, browser: WebDriver) -> None:
     """Renders a database of real measurements: the smoke suite's (minutes on 2 cores), or
     the one named by ``BENCH_SCREENSHOT_DB`` (e.g. the one ``make run`` filled).
 

@@ -52,7 +52,7 @@ def test_tensor_subclasses_count_their_inner_tensors() -> None:
     class Packed(torch.Tensor):
         @staticmethod
         def __new__(cls, data: torch.Tensor, scale: torch.Tensor) -> Packed:
-            return torch.Tensor._make_wrapper_subclass(cls, (4, 4), dtype=torch.float32)  # type: ignore[no-any-return]
+            return torch.Tensor._make_wrapper_subclass(cls, (4, 4), dtype=torch.float32)
 
         def __init__(self, data: torch.Tensor, scale: torch.Tensor) -> None:
             self.data_, self.scale_ = data, scale
@@ -61,7 +61,7 @@ def test_tensor_subclasses_count_their_inner_tensors() -> None:
             return ["data_", "scale_"], None
 
         @classmethod
-        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[override]
             raise NotImplementedError
 
     packed = Packed(torch.zeros(8, dtype=torch.uint8), torch.zeros(4, dtype=torch.float16))

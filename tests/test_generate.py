@@ -222,7 +222,7 @@ class _FakeStore:
 
 
 def test_results_table_marks_noisy_rows(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"technique": "quiet", "tpot": 0.010, "noisy": 0.0},
         {"technique": "shaky", "tpot": 0.020, "noisy": 1.0},
         {"technique": "old", "tpot": 0.030, "noisy": float("nan")},  # stored before the flag

@@ -149,19 +149,20 @@ def test_smollm2_kv_bytes_tokens_and_perplexity() -> None:
 
     w = Worker("cpu", registry_with())
     workload = {"prompt_tokens": 64, "new_tokens": 8}
+    stacks: dict[str, testing.StackSpec] = {
+        "base": "baseline",
+        "mqa": {"gqa": {"kv_heads": 1}},
+        "mha": {"gqa": {"kv_heads": 9}},
+    }
     runs = {
         name: testing.run_technique(stack, model="smollm2-135m", workload=workload, worker=w)
-        for name, stack in {
-            "base": "baseline",
-            "mqa": {"gqa": {"kv_heads": 1}},
-            "mha": {"gqa": {"kv_heads": 9}},
-        }.items()
+        for name, stack in stacks.items()
     }
     assert all(r.status == "ok" for r in runs.values()), {k: r.reason for k, r in runs.items()}
     kv = runs["base"].value("memory.kv_cache_bytes")
     assert kv == 1 * 71 * 30 * 2 * 3 * 64 * 4
     assert runs["mqa"].value("memory.kv_cache_bytes") * 3 == kv  # type: ignore[operator]
-    assert runs["mha"].value("memory.kv_cache_bytes") == 3 * kv  # type: ignore[operator]
+    assert runs["mha"].value("memory.kv_cache_bytes") == 3 * kv
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -108,7 +108,7 @@ def test_a_budget_above_the_context_changes_nothing(policy: str) -> None:
         ctx = Context(
             "cpu", "tiny", loaded.tokenizer, {"name": "generate"}, Environment.detect("cpu")
         )
-        tech = KVEvict(KVEvictConfig(policy=policy, budget_tokens=64))  # type: ignore[arg-type]
+        tech = KVEvict(KVEvictConfig(policy=policy, budget_tokens=64))
         prepared = tech.prepare(Prepared(model=loaded.model), ctx)
         assert prepared.builds_cache
         try:
@@ -160,7 +160,7 @@ def test_quantized_eviction_without_eviction_matches_kv_quant(backend: str) -> N
     from harness.environment import Environment
     from harness.footprint import tensor_bytes
     from harness.models import BuiltinSource
-    from harness.technique import Context, Prepared
+    from harness.technique import Context, Prepared, Technique
     from plugins.kv_evict import KVEvict, KVEvictConfig
     from plugins.kv_quant import KVQuant, KVQuantConfig
 
@@ -169,9 +169,10 @@ def test_quantized_eviction_without_eviction_matches_kv_quant(backend: str) -> N
     kw = {"max_new_tokens": 10, "min_new_tokens": 10, "do_sample": False, "pad_token_id": 0}
     ctx = Context("cpu", "tiny", loaded.tokenizer, {"name": "generate"}, Environment.detect("cpu"))
     quant = KVQuant(KVQuantConfig(backend=backend, bits=4, residual_length=4, group_size=16))
-    evict = KVEvict(KVEvictConfig(policy="h2o", budget_tokens=64))  # type: ignore[arg-type]
+    evict = KVEvict(KVEvictConfig(policy="h2o", budget_tokens=64))
     outputs, sizes = [], []
-    for stack in ([quant], [quant, evict]):
+    stacks: list[list[Technique[Any]]] = [[quant], [quant, evict]]
+    for stack in stacks:
         prepared = Prepared(model=loaded.model)
         for tech in stack:
             prepared = tech.prepare(prepared, ctx)

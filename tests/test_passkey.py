@@ -119,7 +119,9 @@ class _Oracle:
 
     def generate(self, input_ids: Any, **kwargs: Any) -> Any:
         self.calls += 1
-        key = re.search(r"pass key is (\d+)", self.tokenizer.decode(input_ids[0])).group(1)
+        found = re.search(r"pass key is (\d+)", self.tokenizer.decode(input_ids[0]))
+        assert found is not None, "the fake model was given no passkey"
+        key = found.group(1)
         if self.wrong_after is not None and self.calls > self.wrong_after:
             key = "99999"
         answer = self.tokenizer(f" {key}. Remember", add_special_tokens=False)["input_ids"]

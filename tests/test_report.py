@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from dashboard_db import fill_demo_db
+from headless_chromium import CHROMIUM, headless_flags
 
 from dashboard import report
 from dashboard.report import write_report
 from harness.errors import BenchError, StoreError
 from harness.store import Store
 
-CHROMIUM = Path("/usr/bin/chromium")
 SPEC_RE = re.compile(r'<script type="application/json" id="spec-(\d+)">(.*?)</script>', re.S)
 
 
@@ -114,14 +114,7 @@ def test_vega_report_renders_offline_in_chromium(demo_url: str, tmp_path: Path) 
     out = subprocess.run(
         [
             str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
+            *headless_flags(profile),
             "--virtual-time-budget=20000",
             "--dump-dom",
             path.as_uri(),

@@ -91,9 +91,8 @@ def test_sigkill_mid_suite_then_resume_gives_one_result_per_cell(
     proc = subprocess.Popen(
         [*BENCH, "run", str(suite), "--db", db_url],
         env=os.environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,  # never read: a pipe would stay open (ResourceWarning)
+        stderr=subprocess.DEVNULL,
     )
     db_path = Path(db_url.removeprefix("sqlite:///"))
     deadline = time.time() + 300

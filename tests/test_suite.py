@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def registry():  # type: ignore[no-untyped-def]
+def registry():
     import bench_testplugins
 
     return registry_with([bench_testplugins])
@@ -34,7 +34,7 @@ workload:
 """
 
 
-def test_inference_suite_expands_to_the_full_matrix(registry) -> None:  # type: ignore[no-untyped-def]
+def test_inference_suite_expands_to_the_full_matrix(registry) -> None:
     suite = load_suite(ROOT / "suites/inference.yaml", registry, devices=["cpu"])
     count = Counter(c.stack[0].name for c in suite.cells)
     # prompt_tokens {64, 256} × batch {1, 4}, plus grounded prompts at batch 1 for the
@@ -53,7 +53,7 @@ def test_inference_suite_expands_to_the_full_matrix(registry) -> None:  # type: 
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_shipped_suite_loads(path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+def test_every_shipped_suite_loads(path: Path, registry) -> None:
     assert load_suite(path, registry, devices=["cpu"]).cells
 
 
@@ -63,7 +63,7 @@ def test_auto_device_picks_the_first_gpu() -> None:
     assert resolve_devices(["all-gpus"], ["cuda:0", "cuda:1", "cpu"]) == ["cuda:0", "cuda:1"]
 
 
-def test_stack_params_expand_and_defaults_resolve(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+def test_stack_params_expand_and_defaults_resolve(tmp_path: Path, registry) -> None:
     path = write(
         tmp_path,
         BASE + "techniques:\n  - precision: {dtype: [bf16, fp32]}\n  - precision: {dtype: bf16}\n",
@@ -74,7 +74,7 @@ def test_stack_params_expand_and_defaults_resolve(tmp_path: Path, registry) -> N
     assert {c.stack[0].config["dtype"] for c in suite.cells} == {"bf16", "fp32"}
 
 
-def test_list_parameters_do_not_expand_but_lists_of_lists_do(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+def test_list_parameters_do_not_expand_but_lists_of_lists_do(tmp_path: Path, registry) -> None:
     flat = write(tmp_path, BASE + "techniques:\n  - listy: {modules: [a, b]}\n")
     assert len(load_suite(flat, registry, devices=["cpu"]).cells) == 4
     nested = write(
@@ -85,7 +85,7 @@ def test_list_parameters_do_not_expand_but_lists_of_lists_do(tmp_path: Path, reg
     assert {tuple(c.stack[0].config["modules"]) for c in cells} == {("a",), ("b",)}
 
 
-def test_exclude_removes_matching_cells(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+def test_exclude_removes_matching_cells(tmp_path: Path, registry) -> None:
     text = (
         BASE
         + "techniques: [baseline, precision: {dtype: bf16}]\n"
@@ -98,14 +98,14 @@ def test_exclude_removes_matching_cells(tmp_path: Path, registry) -> None:  # ty
     )
 
 
-def test_stacks_combine_in_order(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+def test_stacks_combine_in_order(tmp_path: Path, registry) -> None:
     text = BASE + "techniques:\n  - [precision: {dtype: fp32}, listy: {ratio: 0.25}]\n"
     cell = load_suite(write(tmp_path, text), registry, devices=["cpu"]).cells[0]
     assert cell.label == "precision(dtype=fp32)+listy(ratio=0.25)"
     assert [s.name for s in cell.stack] == ["precision", "listy"]
 
 
-def test_cell_key_is_stable_and_sensitive(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+def test_cell_key_is_stable_and_sensitive(tmp_path: Path, registry) -> None:
     path = write(tmp_path, BASE + "techniques: [baseline]\n")
     a = load_suite(path, registry, devices=["cpu"]).cells
     b = load_suite(path, registry, devices=["cpu"]).cells
@@ -138,7 +138,7 @@ def test_cell_key_is_stable_and_sensitive(tmp_path: Path, registry) -> None:  # 
 )
 def test_bad_suites_name_the_place_and_the_fix(
     tmp_path: Path, registry, text: str, expected: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with pytest.raises(SuiteError) as err:
         load_suite(write(tmp_path, text), registry, devices=["cpu"])
     assert expected in str(err.value)

@@ -54,7 +54,7 @@ def _make(name: str, **config: Any) -> Technique:
 
 
 def _targets(model: Any) -> list[Any]:
-    from plugins.galore import projected_params
+    from plugins.optim import projected_params
 
     return projected_params(model, ["self_attn", "mlp"])
 

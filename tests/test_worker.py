@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def baseline():  # type: ignore[no-untyped-def]
+def baseline():
     return run_technique(
         "baseline",
         model="smollm2-135m",
@@ -18,14 +18,14 @@ def baseline():  # type: ignore[no-untyped-def]
     )
 
 
-def test_kv_cache_bytes_equal_the_formula(baseline) -> None:  # type: ignore[no-untyped-def]
+def test_kv_cache_bytes_equal_the_formula(baseline) -> None:
     assert baseline.status == "ok", baseline.reason
     # b × n × l × 2 × h × c × bytes: 3 prompts, 40 + 5 − 1 cached tokens, 30 layers,
     # K and V, 3 KV heads, 64 channels, fp32.
     assert baseline.value("memory.kv_cache_bytes") == 3 * 44 * 30 * 2 * 3 * 64 * 4
 
 
-def test_weights_bytes_equal_parameters_plus_buffers(baseline) -> None:  # type: ignore[no-untyped-def]
+def test_weights_bytes_equal_parameters_plus_buffers(baseline) -> None:
     from harness.models import BuiltinSource
 
     model = BuiltinSource().load("smollm2-135m").model
@@ -35,7 +35,7 @@ def test_weights_bytes_equal_parameters_plus_buffers(baseline) -> None:  # type:
     assert baseline.value("memory.weights_bytes") == params + buffers
 
 
-def test_latency_metrics_are_consistent(baseline) -> None:  # type: ignore[no-untyped-def]
+def test_latency_metrics_are_consistent(baseline) -> None:
     ttft = baseline.value("latency.ttft_s")
     e2e = baseline.value("latency.e2e_s")
     assert 0 < ttft < e2e

@@ -38,7 +38,7 @@ def runs(db: str | None) -> None:
 def export(db: str | None, fmt: str, run_id: int | None, output: Path | None) -> None:
     """Write one row per cell (metrics as columns) as CSV, JSON or Parquet."""
     output = output or Path("results") / f"export.{fmt}"
-    rows = open_store(db, read_only=True).export(fmt, output, run_id=run_id)  # type: ignore[arg-type]
+    rows = open_store(db, read_only=True).export(fmt, output, run_id=run_id)
     click.echo(f"wrote {rows} rows to {output}")
 
 

@@ -49,7 +49,7 @@ def load_nvml() -> NvmlModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import pynvml
-    return pynvml  # type: ignore[no-any-return]
+    return pynvml
 
 
 def nvml_device_id(device: str, cuda_visible_devices: str | None) -> int | str:

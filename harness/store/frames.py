@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+
+from harness.errors import StoreError
 
 ExportFormat = Literal["csv", "json", "parquet"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("csv", "json", "parquet")
@@ -120,6 +124,35 @@ def write_frame(frame: pd.DataFrame, fmt: ExportFormat, path: Path) -> None:
             file.write("[\n")
             file.write(",\n".join(json.dumps(record, allow_nan=False) for record in records))
             file.write("\n]\n" if records else "]\n")
+
+
+def write_file(frame: pd.DataFrame, fmt: ExportFormat, target: Path) -> None:
+    """:func:`write_frame` to a temporary file beside ``target``, then renamed into place.
+
+    A failure never leaves a half-written file; the folder is created.
+
+    Raises:
+        StoreError: the file cannot be written; the message names it.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+        os.close(handle)
+    except OSError as exc:
+        raise StoreError(f"{target}: cannot write ({exc.strerror}). Pass another path.") from exc
+    temp = Path(temp_name)
+    try:
+        write_frame(frame, fmt, temp)
+        os.replace(temp, target)
+    except BaseException as exc:
+        temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StoreError(
+                f"{target}: cannot write ({exc.strerror or exc}). Pass another path."
+            ) from exc
+        raise
 
 
 def _json_value(value: Any) -> Any:

@@ -3,14 +3,13 @@
 One transaction per write (``BEGIN IMMEDIATE`` on SQLite, see :mod:`.connect`); the runner
 records each cell with its metrics atomically, so killing ``bench run`` loses at most the
 cell in flight. Reads return pandas DataFrames for ``bench results``, ``bench export`` and
-the dashboard. This module must not import torch: the dashboard imports it.
+the dashboard; their queries are in :mod:`.reads`, the frames' shapes and the export files
+in :mod:`.frames`. This package must not import torch: the dashboard imports it.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -18,26 +17,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, case, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from harness.errors import StoreError
-from harness.results import DONE_STATUSES, STATUSES, CellResult, MetricDef, Value
+from harness.results import STATUSES, CellResult, MetricDef, Value
+from harness.store import reads
 from harness.store.connect import READ_OPTION, first_line, open_engine, resolve_url
-from harness.store.frames import (
-    EXPORT_FORMATS,
-    RUN_COLUMNS,
-    ExportFormat,
-    cells_table,
-    write_frame,
-)
+from harness.store.frames import EXPORT_FORMATS, ExportFormat, write_file
 from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run
 
-FAILED_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s not in DONE_STATUSES)
 MACHINE_REQUIRED: tuple[str, ...] = ("hostname", "cpu", "cpu_count", "ram_bytes")
 MACHINE_OPTIONAL: dict[str, Any] = {"gpu": None, "gpu_count": 0, "driver": None}
-_CHUNK = 500  # bound parameters per IN (...) clause; SQLite allows 32766
 T = TypeVar("T")
 
 
@@ -297,63 +289,20 @@ class Store:
 
         self._write_retrying(upsert)
 
-    # -- reads ----------------------------------------------------------------------------
+    # -- reads (queries in :mod:`.reads`) -----------------------------------------------
 
     def done_keys(self, machine_id: int, keys: Collection[str]) -> set[str]:
         """The keys among ``keys`` with an ``ok`` or ``skipped`` cell on this machine.
 
         Any run counts, so a suite interrupted and run again resumes where it stopped.
         """
-        wanted = sorted(set(keys))
-        done: set[str] = set()
         with self._read() as connection:
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                done.update(
-                    connection.scalars(
-                        select(Cell.key)
-                        .distinct()
-                        .join(Run, Cell.run_id == Run.id)
-                        .where(
-                            Run.machine_id == machine_id,
-                            Cell.status.in_(DONE_STATUSES),
-                            Cell.key.in_(chunk),
-                        )
-                    )
-                )
-        return done
-
-    def metric_value(self, machine_id: int, key: str, name: str) -> float | None:
-        """Metric ``name`` of the latest ``ok`` cell ``key`` on this machine, or None."""
-        with self._read() as connection:
-            value = connection.scalar(
-                select(Metric.value)
-                .join(Cell, Metric.cell_id == Cell.id)
-                .join(Run, Cell.run_id == Run.id)
-                .where(
-                    Run.machine_id == machine_id,
-                    Cell.key == key,
-                    Cell.status == "ok",
-                    Metric.name == name,
-                )
-                .order_by(Cell.id.desc())
-                .limit(1)
-            )
-        return None if value is None else float(value)
+            return reads.done_keys(connection, machine_id, keys)
 
     def metric_defs(self) -> dict[str, MetricDef]:
         """All stored metric definitions by name, sorted by name."""
         with self._read() as connection:
-            rows = connection.execute(select(MetricDefRow.__table__).order_by(MetricDefRow.name))
-            return {
-                row.name: MetricDef(
-                    name=row.name,
-                    unit=row.unit,
-                    higher_is_better=bool(row.higher_is_better),
-                    description=row.description,
-                )
-                for row in rows
-            }
+            return reads.metric_defs(connection)
 
     def runs_frame(self) -> pd.DataFrame:
         """One row per run, oldest first.
@@ -362,37 +311,8 @@ class Store:
         interrupted or running run), ``cells`` (count), ``ok``, ``failed`` (cells whose
         status is neither ok nor skipped), ``machine`` (hostname), ``gpu``.
         """
-
-        def count(statuses: Collection[str]) -> Any:
-            return func.coalesce(func.sum(case((Cell.status.in_(statuses), 1), else_=0)), 0)
-
-        stmt = (
-            select(
-                Run.id,
-                Run.suite_name,
-                Run.started_at,
-                Run.ended_at,
-                func.count(Cell.id).label("cells"),
-                count(["ok"]).label("ok"),
-                count(FAILED_STATUSES).label("failed"),
-                Machine.hostname.label("machine"),
-                Machine.gpu,
-            )
-            .join(Machine, Run.machine_id == Machine.id)
-            .outerjoin(Cell, Cell.run_id == Run.id)
-            .group_by(
-                Run.id, Run.suite_name, Run.started_at, Run.ended_at, Machine.hostname, Machine.gpu
-            )
-            .order_by(Run.id)
-        )
         with self._read() as connection:
-            rows = [tuple(row) for row in connection.execute(stmt)]
-        frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
-        for column in ("started_at", "ended_at"):
-            frame[column] = pd.to_datetime(frame[column], utc=True)
-        for column in ("id", "cells", "ok", "failed"):
-            frame[column] = frame[column].astype("int64")
-        return frame
+            return reads.runs_frame(connection)
 
     def cells_frame(
         self, *, run_id: int | None = None, suite: str | None = None, with_ci: bool = False
@@ -415,50 +335,12 @@ class Store:
         Raises:
             StoreError: ``run_id`` names no run.
         """
-        if run_id is not None:
-            chosen = select(Cell.id).where(Cell.run_id == run_id)
-            if suite is not None:
-                chosen = chosen.join(Run, Cell.run_id == Run.id).where(Run.suite_name == suite)
-        else:
-            chosen = (
-                select(func.max(Cell.id))
-                .join(Run, Cell.run_id == Run.id)
-                .group_by(Run.machine_id, Cell.key)
-            )
-            if suite is not None:
-                chosen = chosen.where(Run.suite_name == suite)
-        cells_stmt = (
-            select(
-                Cell.id,
-                Cell.run_id,
-                Run.suite_name,
-                Cell.key,
-                Cell.model,
-                Cell.device,
-                Cell.technique,
-                Cell.workload,
-                Cell.status,
-                Cell.reason,
-                Cell.reference,
-            )
-            .join(Run, Cell.run_id == Run.id)
-            .where(Cell.id.in_(chosen.scalar_subquery()))
-            .order_by(Cell.run_id, Cell.id)
-        )
-        metrics_stmt = select(
-            Metric.cell_id, Metric.name, Metric.value, Metric.ci_low, Metric.ci_high
-        ).where(Metric.cell_id.in_(chosen.scalar_subquery()))
         with self._read() as connection:
-            runs = select(func.count()).select_from(Run).where(Run.id == run_id)
-            if run_id is not None and connection.scalar(runs) == 0:
+            if run_id is not None and not reads.run_exists(connection, run_id):
                 raise StoreError(
                     f"{self._where}: no run with id {run_id}. 'bench results' lists the runs."
                 )
-            cells = [tuple(row) for row in connection.execute(cells_stmt)]
-            metrics = [tuple(row) for row in connection.execute(metrics_stmt)]
-        return cells_table(cells, metrics, with_ci=with_ci)
-
-    # -- export ---------------------------------------------------------------------------
+            return reads.cells_frame(connection, run_id=run_id, suite=suite, with_ci=with_ci)
 
     def export(self, fmt: ExportFormat, path: str | Path, *, run_id: int | None = None) -> int:
         """Write :meth:`cells_frame` (without CI columns) to a file.
@@ -480,28 +362,7 @@ class Store:
                 f"export: unknown format {fmt!r}. Allowed: {', '.join(EXPORT_FORMATS)}."
             )
         frame = self.cells_frame(run_id=run_id)
-        target = Path(path)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp_name = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-            )
-            os.close(handle)
-        except OSError as exc:
-            raise StoreError(
-                f"{target}: cannot write ({exc.strerror}). Pass another path."
-            ) from exc
-        temp = Path(temp_name)
-        try:
-            write_frame(frame, fmt, temp)
-            os.replace(temp, target)
-        except BaseException as exc:
-            temp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise StoreError(
-                    f"{target}: cannot write ({exc.strerror or exc}). Pass another path."
-                ) from exc
-            raise
+        write_file(frame, fmt, Path(path))
         return len(frame)
 
 

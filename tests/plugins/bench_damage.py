@@ -28,7 +28,7 @@ class Damage(Technique):
         import torch
 
         config = prepared.model.config
-        heads = int(config.num_attention_heads * self.config.fraction)  # type: ignore[attr-defined]
+        heads = int(config.num_attention_heads * self.config.fraction)
         head_dim = (
             getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         )

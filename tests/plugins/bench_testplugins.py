@@ -21,7 +21,7 @@ class Sleepy(Technique):
     Config = SleepyConfig
 
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
-        time.sleep(self.config.seconds)  # type: ignore[attr-defined]
+        time.sleep(self.config.seconds)
         return prepared
 
 

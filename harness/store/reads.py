@@ -1,0 +1,142 @@
+"""The queries behind :class:`~harness.store.Store`'s reads, one function per read.
+
+Each takes an open :class:`~sqlalchemy.Connection` (the store opens it, in a plain read
+transaction, and turns database errors into ``StoreError``) and returns plain values or a
+DataFrame shaped by :mod:`.frames`. Like the rest of the package it must not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, case, func, select
+
+from harness.results import DONE_STATUSES, STATUSES, MetricDef
+from harness.store.frames import RUN_COLUMNS, cells_table
+from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run
+
+FAILED_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s not in DONE_STATUSES)
+_CHUNK = 500  # bound parameters per IN (...) clause; SQLite allows 32766
+
+
+def done_keys(connection: Connection, machine_id: int, keys: Collection[str]) -> set[str]:
+    """The keys among ``keys`` with an ``ok`` or ``skipped`` cell in any run on the machine."""
+    wanted = sorted(set(keys))
+    done: set[str] = set()
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        done.update(
+            connection.scalars(
+                select(Cell.key)
+                .distinct()
+                .join(Run, Cell.run_id == Run.id)
+                .where(
+                    Run.machine_id == machine_id,
+                    Cell.status.in_(DONE_STATUSES),
+                    Cell.key.in_(chunk),
+                )
+            )
+        )
+    return done
+
+
+def metric_defs(connection: Connection) -> dict[str, MetricDef]:
+    """All stored metric definitions by name, sorted by name."""
+    rows = connection.execute(select(MetricDefRow.__table__).order_by(MetricDefRow.name))
+    return {
+        row.name: MetricDef(
+            name=row.name,
+            unit=row.unit,
+            higher_is_better=bool(row.higher_is_better),
+            description=row.description,
+        )
+        for row in rows
+    }
+
+
+def runs_frame(connection: Connection) -> pd.DataFrame:
+    """One row per run, oldest first, with :data:`~.frames.RUN_COLUMNS`."""
+
+    def count(statuses: Collection[str]) -> Any:
+        return func.coalesce(func.sum(case((Cell.status.in_(statuses), 1), else_=0)), 0)
+
+    stmt = (
+        select(
+            Run.id,
+            Run.suite_name,
+            Run.started_at,
+            Run.ended_at,
+            func.count(Cell.id).label("cells"),
+            count(["ok"]).label("ok"),
+            count(FAILED_STATUSES).label("failed"),
+            Machine.hostname.label("machine"),
+            Machine.gpu,
+        )
+        .join(Machine, Run.machine_id == Machine.id)
+        .outerjoin(Cell, Cell.run_id == Run.id)
+        .group_by(
+            Run.id, Run.suite_name, Run.started_at, Run.ended_at, Machine.hostname, Machine.gpu
+        )
+        .order_by(Run.id)
+    )
+    rows = [tuple(row) for row in connection.execute(stmt)]
+    frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    for column in ("started_at", "ended_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    for column in ("id", "cells", "ok", "failed"):
+        frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def run_exists(connection: Connection, run_id: int) -> bool:
+    """Whether a run with this id is stored."""
+    runs = select(func.count()).select_from(Run).where(Run.id == run_id)
+    return bool(connection.scalar(runs))
+
+
+def cells_frame(
+    connection: Connection, *, run_id: int | None, suite: str | None, with_ci: bool
+) -> pd.DataFrame:
+    """One row per chosen cell, one column per metric; see ``Store.cells_frame``.
+
+    The chosen cells are those of run ``run_id``, or without it the latest cell per
+    (machine, cell key); ``suite`` keeps only runs of that suite name.
+    """
+    if run_id is not None:
+        chosen = select(Cell.id).where(Cell.run_id == run_id)
+        if suite is not None:
+            chosen = chosen.join(Run, Cell.run_id == Run.id).where(Run.suite_name == suite)
+    else:
+        chosen = (
+            select(func.max(Cell.id))
+            .join(Run, Cell.run_id == Run.id)
+            .group_by(Run.machine_id, Cell.key)
+        )
+        if suite is not None:
+            chosen = chosen.where(Run.suite_name == suite)
+    cells_stmt = (
+        select(
+            Cell.id,
+            Cell.run_id,
+            Run.suite_name,
+            Cell.key,
+            Cell.model,
+            Cell.device,
+            Cell.technique,
+            Cell.workload,
+            Cell.status,
+            Cell.reason,
+            Cell.reference,
+        )
+        .join(Run, Cell.run_id == Run.id)
+        .where(Cell.id.in_(chosen.scalar_subquery()))
+        .order_by(Cell.run_id, Cell.id)
+    )
+    metrics_stmt = select(
+        Metric.cell_id, Metric.name, Metric.value, Metric.ci_low, Metric.ci_high
+    ).where(Metric.cell_id.in_(chosen.scalar_subquery()))
+    cells = [tuple(row) for row in connection.execute(cells_stmt)]
+    metrics = [tuple(row) for row in connection.execute(metrics_stmt)]
+    return cells_table(cells, metrics, with_ci=with_ci)

@@ -1,0 +1,90 @@
+"""What the optimizer-replacing training techniques share (``galore``, ``apollo``, ``adam-8bit``).
+
+Each of them only swaps AdamW for another optimizer over the same trainable parameters, at
+the learning rate the ``train`` workload asks for. :class:`OptimizerTechnique` does that
+once: its ``check`` skips when the optimizer's library is missing, and its ``prepare`` sets
+``Prepared.optimizer_factory`` to the subclass's :meth:`~OptimizerTechnique.optimizer`.
+:func:`projected_groups` is the parameter split of the low-rank projection methods. Not a
+plugin itself: it registers nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+from harness import Context, Environment, Prepared, Technique
+from harness.technique import ConfigT
+from harness.workloads.train import train_params, trainable
+
+TRAIN_EXTRA = "pip install 'bench[train]'"
+
+
+class OptimizerTechnique(Technique[ConfigT]):
+    """Base of training techniques that change only the optimizer.
+
+    Subclasses set ``name``, ``Config``, ``module`` (the library's import name) and
+    implement :meth:`optimizer`; the library is imported there, when the cell runs.
+    """
+
+    kind = frozenset({"training"})
+    module: ClassVar[str]
+    install: ClassVar[str] = TRAIN_EXTRA
+
+    def check(self, env: Environment) -> None:
+        env.require(self.module, install=self.install)
+
+    def optimizer(self, model: Any, lr: float) -> Any:
+        """Build the optimizer over ``model``'s trainable parameters at learning rate ``lr``."""
+        raise NotImplementedError
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        lr = train_params(ctx.workload).lr
+
+        def factory(model: Any) -> Any:
+            return self.optimizer(model, lr)
+
+        prepared.optimizer_factory = factory
+        return prepared
+
+
+def projected_params(model: Any, targets: Sequence[str]) -> list[Any]:
+    """2-D weights of the ``torch.nn.Linear`` modules whose qualified name holds a target."""
+    import torch
+
+    return [
+        mod.weight
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear)
+        and any(t in name for t in targets)
+        and mod.weight.requires_grad
+    ]
+
+
+class Projection(Protocol):
+    """The fields GaLore's and APOLLO's configs share."""
+
+    @property
+    def targets(self) -> list[str]: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def update_proj_gap(self) -> int: ...
+    @property
+    def scale(self) -> float: ...
+
+
+def projected_groups(model: Any, c: Projection, **options: Any) -> list[dict[str, Any]]:
+    """Two parameter groups: the trainable parameters left as they are, and the projected
+    weights of ``c.targets`` with the low-rank keys galore-torch and apollo-torch read
+    (``rank``, ``update_proj_gap``, ``scale``, ``proj_type="std"``) plus ``options``."""
+    low = projected_params(model, c.targets)
+    low_ids = {id(p) for p in low}
+    rest = [p for p in trainable(model) if id(p) not in low_ids]
+    projection = {
+        "rank": c.rank,
+        "update_proj_gap": c.update_proj_gap,
+        "scale": c.scale,
+        "proj_type": "std",
+    }
+    return [{"params": rest}, {"params": low, **projection, **options}]
