@@ -33,7 +33,9 @@ class Value:
 
     ``value`` is None when nothing could measure it; ``reason`` then says why. For repeated
     metrics ``value`` is the median of ``n`` repeats and ``ci_low``/``ci_high`` bound a 95%
-    confidence interval of the median.
+    confidence interval of the median. ``samples`` keeps what the value summarises, in the
+    order measured (each repeat's value, or each trial's outcome), for comparisons that
+    need more than the summary (``bench compare``, flips against the reference).
     """
 
     name: str
@@ -44,6 +46,7 @@ class Value:
     n: int = 1
     source: str | None = None
     reason: str | None = None
+    samples: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

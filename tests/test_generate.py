@@ -257,3 +257,19 @@ def test_results_table_marks_noisy_rows(capsys: pytest.CaptureFixture[str]) -> N
     assert "ok ~" not in lines["quiet"] and "ok ~" not in lines["old"]
     assert "20.00 ±2.00" in lines["shaky"]  # the CI is shown with the median
     assert "~ after the status marks a noisy cell" in " ".join(out.split())
+
+
+def test_repeated_metrics_keep_their_samples_in_order() -> None:
+    import statistics
+
+    from harness.testing import run_technique
+
+    result = run_technique("baseline", repeats=3).result
+    values = {v.name: v for v in result.values}
+    for name in ("latency.ttft_s", "latency.tpot_s", "throughput.decode_tok_s"):
+        value = values[name]
+        assert len(value.samples) == value.n == 3
+        assert value.value == statistics.median(value.samples)
+    ttft, e2e = values["latency.ttft_s"].samples, values["latency.e2e_s"].samples
+    tpot = [(e - t) / 3 for t, e in zip(ttft, e2e, strict=True)]  # new_tokens 4
+    assert list(values["latency.tpot_s"].samples) == tpot

@@ -100,6 +100,27 @@ def store(db_path: Path) -> Iterator[Store]:
         yield opened
 
 
+def samples_roundtrip(store: Store) -> None:
+    """Samples come back in the order measured, NaN as NaN; a retried cell replaces them."""
+    machine = store.ensure_machine("s" * 64, MACHINE)
+    run = new_run(store, machine, suite="samples")
+    repeats = (0.25, AWKWARD[0], float("nan"), 1e-9)
+    store.record(run, cell("k-s", values=(ttft(0.25, n=4, samples=repeats),)))
+    frame = store.samples_frame(run_id=run)
+    assert frame[["cell_key", "name", "position"]].values.tolist() == [
+        ["k-s", "latency.ttft_s", i] for i in range(4)
+    ]
+    got = frame["value"].tolist()
+    assert got[:2] == [0.25, AWKWARD[0]] and math.isnan(got[2]) and got[3] == 1e-9
+    store.record(run, cell("k-s", values=(ttft(0.5, samples=(0.5, 0.75)),)))
+    assert store.samples_frame(run_id=run)["value"].tolist() == [0.5, 0.75]
+    assert store.samples_frame(suite="samples")["value"].tolist() == [0.5, 0.75]
+
+
+def test_samples_roundtrip_sqlite(store: Store) -> None:
+    samples_roundtrip(store)
+
+
 def roundtrip(store: Store) -> None:
     """Record cells with nulls, reasons and CIs; read every field back exactly."""
     machine = store.ensure_machine("f" * 64, GPU_MACHINE)
@@ -660,3 +681,5 @@ def test_postgresql_roundtrip_and_migration(pg_url: str) -> None:
         assert len(reader.cells_frame()) == 3
         with pytest.raises(DBAPIError, match="read-only transaction"), reader.engine.begin() as c:
             c.execute(text("DELETE FROM metrics"))
+    with Store.open(pg_url) as store:
+        samples_roundtrip(store)

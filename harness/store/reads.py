@@ -11,11 +11,11 @@ from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, Select, case, func, select
 
 from harness.results import DONE_STATUSES, STATUSES, MetricDef
 from harness.store.frames import RUN_COLUMNS, cells_table
-from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run
+from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run, Sample
 
 FAILED_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s not in DONE_STATUSES)
 _CHUNK = 500  # bound parameters per IN (...) clause; SQLite allows 32766
@@ -96,6 +96,38 @@ def run_exists(connection: Connection, run_id: int) -> bool:
     return bool(connection.scalar(runs))
 
 
+def _chosen(run_id: int | None, suite: str | None) -> Select[Any]:
+    """Ids of the cells of run ``run_id``, or the latest per (machine, cell key); ``suite``
+    keeps only runs of that suite name."""
+    if run_id is not None:
+        chosen = select(Cell.id).where(Cell.run_id == run_id)
+        if suite is not None:
+            chosen = chosen.join(Run, Cell.run_id == Run.id).where(Run.suite_name == suite)
+        return chosen
+    chosen = (
+        select(func.max(Cell.id))
+        .join(Run, Cell.run_id == Run.id)
+        .group_by(Run.machine_id, Cell.key)
+    )
+    if suite is not None:
+        chosen = chosen.where(Run.suite_name == suite)
+    return chosen
+
+
+def samples_frame(connection: Connection, *, run_id: int | None, suite: str | None) -> pd.DataFrame:
+    """One row per sample of the chosen cells' metrics; see ``Store.samples_frame``."""
+    stmt = (
+        select(Cell.run_id, Cell.key, Metric.name, Sample.position, Sample.value)
+        .join(Metric, Sample.metric_id == Metric.id)
+        .join(Cell, Metric.cell_id == Cell.id)
+        .where(Cell.id.in_(_chosen(run_id, suite).scalar_subquery()))
+        .order_by(Cell.run_id, Cell.id, Metric.name, Sample.position)
+    )
+    rows = [tuple(row) for row in connection.execute(stmt)]
+    frame = pd.DataFrame(rows, columns=["run_id", "cell_key", "name", "position", "value"])
+    return frame.astype({"run_id": "int64", "position": "int64", "value": "float64"})
+
+
 def cells_frame(
     connection: Connection, *, run_id: int | None, suite: str | None, with_ci: bool
 ) -> pd.DataFrame:
@@ -104,18 +136,7 @@ def cells_frame(
     The chosen cells are those of run ``run_id``, or without it the latest cell per
     (machine, cell key); ``suite`` keeps only runs of that suite name.
     """
-    if run_id is not None:
-        chosen = select(Cell.id).where(Cell.run_id == run_id)
-        if suite is not None:
-            chosen = chosen.join(Run, Cell.run_id == Run.id).where(Run.suite_name == suite)
-    else:
-        chosen = (
-            select(func.max(Cell.id))
-            .join(Run, Cell.run_id == Run.id)
-            .group_by(Run.machine_id, Cell.key)
-        )
-        if suite is not None:
-            chosen = chosen.where(Run.suite_name == suite)
+    chosen = _chosen(run_id, suite)
     cells_stmt = (
         select(
             Cell.id,

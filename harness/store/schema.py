@@ -158,6 +158,26 @@ class Metric(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
     cell: Mapped[Cell] = relationship(back_populates="metrics")
+    samples: Mapped[list[Sample]] = relationship(
+        back_populates="metric",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Sample.position",
+    )
+
+
+class Sample(Base):
+    """One sample behind a metric (a repeat's TPOT, a task's per-trial outcome), in order."""
+
+    __tablename__ = "samples"
+    __table_args__ = (UniqueConstraint("metric_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    metric_id: Mapped[int] = mapped_column(ForeignKey("metrics.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 0, 1, ... in the order measured
+    value: Mapped[float | None] = mapped_column(Double)  # null for a NaN sample
+
+    metric: Mapped[Metric] = relationship(back_populates="samples")
 
 
 class MetricDefRow(Base):

@@ -26,7 +26,7 @@ from harness.results import STATUSES, CellResult, MetricDef, Value
 from harness.store import reads
 from harness.store.connect import READ_OPTION, first_line, open_engine, resolve_url
 from harness.store.frames import EXPORT_FORMATS, ExportFormat, write_file
-from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run
+from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run, Sample
 
 MACHINE_REQUIRED: tuple[str, ...] = ("hostname", "cpu", "cpu_count", "ram_bytes")
 MACHINE_OPTIONAL: dict[str, Any] = {"gpu": None, "gpu_count": 0, "driver": None}
@@ -247,6 +247,10 @@ class Store:
             old = select(Cell.id).where(Cell.run_id == run_id, Cell.key == result.key)
             quiet = {"synchronize_session": False}
             # Explicit, so backends without enforced ON DELETE CASCADE behave the same.
+            old_metrics = select(Metric.id).where(Metric.cell_id.in_(old))
+            session.execute(
+                delete(Sample).where(Sample.metric_id.in_(old_metrics)), execution_options=quiet
+            )
             session.execute(delete(Metric).where(Metric.cell_id.in_(old)), execution_options=quiet)
             session.execute(
                 delete(Cell).where(Cell.run_id == run_id, Cell.key == result.key),
@@ -342,6 +346,16 @@ class Store:
                 )
             return reads.cells_frame(connection, run_id=run_id, suite=suite, with_ci=with_ci)
 
+    def samples_frame(self, *, run_id: int | None = None, suite: str | None = None) -> pd.DataFrame:
+        """The samples behind the metrics of the cells :meth:`cells_frame` chooses.
+
+        Returns:
+            Columns ``run_id, cell_key, name, position, value`` (one row per sample, in
+            the order measured; ``value`` NaN for a NaN sample).
+        """
+        with self._read() as connection:
+            return reads.samples_frame(connection, run_id=run_id, suite=suite)
+
     def export(self, fmt: ExportFormat, path: str | Path, *, run_id: int | None = None) -> int:
         """Write :meth:`cells_frame` (without CI columns) to a file.
 
@@ -381,4 +395,8 @@ def _metric_row(value: Value) -> Metric:
         n=value.n,
         source=value.source,
         reason=reason,
+        samples=[
+            Sample(position=i, value=None if math.isnan(x) else x)
+            for i, x in enumerate(value.samples)
+        ],
     )

@@ -119,7 +119,9 @@ def energy_values(
     for name, samples in per_run.items():
         s = summarize(samples)
         unit = _UNITS.get(name, "J/token")
-        values.append(Value(name, s.median, unit, s.ci_low, s.ci_high, s.n, source))
+        values.append(
+            Value(name, s.median, unit, s.ci_low, s.ci_high, s.n, source, samples=tuple(samples))
+        )
     if idle.value is None:
         values.append(Value("energy.net_j_per_token", None, "J/token", reason=idle.reason))
     values.append(idle)

@@ -280,7 +280,9 @@ def _latency_values(
     for name, samples in per_run.items():
         s = summarize(samples)
         unit = units[name.split(".")[0]]
-        values.append(Value(name, s.median, unit, s.ci_low, s.ci_high, s.n, source="clock"))
+        values.append(
+            Value(name, s.median, unit, s.ci_low, s.ci_high, s.n, "clock", samples=tuple(samples))
+        )
     for q in (50, 90, 99):
         values.append(Value(f"latency.itl_p{q}_s", float(np.percentile(itl, q)), "s", n=len(itl)))
     return values
