@@ -128,9 +128,9 @@ def test_the_new_plugin_installs_with_pip_and_its_own_tests_pass(tmp_path: Path)
     assert done.value.code == 0
     python = _throwaway_venv(tmp_path / "venv")
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-index"]
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-index", "-e"]
-        + [str(plugin)],
+        [*pip, "-e", str(plugin)],
         capture_output=True,
         text=True,
         env=env,
