@@ -159,15 +159,19 @@ def trusted_path(path: Sequence[str], cwd: str | Path, *, safe_path: bool = Fals
         cwd: the working directory.
         safe_path: ``sys.flags.safe_path``: Python added no such entry.
     """
-    here = Path(cwd)
-    kept = []
+    left_out = _implicit(path, Path(cwd), safe_path)
+    return [entry for i, entry in enumerate(path) if i not in left_out]
+
+
+def _implicit(path: Sequence[str], cwd: Path, safe_path: bool) -> set[int]:
+    """The positions in ``path`` of the working directory that Python put there itself."""
+    found = set()
     for i, entry in enumerate(path):
-        folder = here if entry in ("", ".") else Path(entry)
-        implicit = entry in ("", ".") or (i == 0 and not safe_path and _same(folder, here))
+        folder = cwd if entry in ("", ".") else Path(entry)
+        implicit = entry in ("", ".") or (i == 0 and not safe_path and _same(folder, cwd))
         if implicit and not _same(folder, BENCH_ROOT):
-            continue
-        kept.append(entry)
-    return kept
+            found.add(i)
+    return found
 
 
 @contextmanager
@@ -178,12 +182,13 @@ def plugin_import_path() -> Iterator[None]:
     to ``sys.path`` while it was imported stays.
     """
     original = list(sys.path)
-    kept = trusted_path(original, os.getcwd(), safe_path=bool(getattr(sys.flags, "safe_path", 0)))
-    left_out = [(i, entry) for i, entry in enumerate(original) if entry not in kept]
-    if not left_out:
+    safe = bool(getattr(sys.flags, "safe_path", 0))
+    skip = _implicit(original, Path.cwd(), safe)
+    if not skip:
         yield
         return
-    sys.path[:] = kept
+    left_out = [(i, original[i]) for i in sorted(skip)]
+    sys.path[:] = [entry for i, entry in enumerate(original) if i not in skip]
     importlib.invalidate_caches()
     try:
         yield
