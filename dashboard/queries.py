@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard.pareto import pareto_front
-from harness.results import STATUSES, MetricDef
+from harness.results import STATUSES, MetricDef, MetricKind
 from harness.store import workload_label as store_workload_label
 
 CI_LOW, CI_HIGH = ".ci_low", ".ci_high"
@@ -58,7 +58,8 @@ KEY_METRICS = (
     "energy.j_per_token",
 )
 
-#: The accuracy axis of the default charts: the first measured one (else the first by name).
+#: The accuracy axis of the default charts: the first measured one (else the first metric of
+#: kind ``accuracy`` by name).
 ACCURACY_METRICS = ("accuracy.perplexity", "accuracy.decode_perplexity", "accuracy.passkey")
 
 
@@ -174,15 +175,26 @@ def directed_metrics(cells: pd.DataFrame, defs: Mapping[str, MetricDef]) -> list
     return [c for c in measured_metrics(cells) if c in defs]
 
 
-def default_axes(available: Iterable[str]) -> list[tuple[str, str]]:
+def metrics_of_kind(
+    names: Iterable[str], defs: Mapping[str, MetricDef], kind: MetricKind
+) -> list[str]:
+    """The metrics among ``names`` whose definition declares ``kind`` (``MetricDef.kind``),
+    in the order given; a metric without a definition has no kind."""
+    return [m for m in names if m in defs and defs[m].kind == kind]
+
+
+def default_axes(available: Iterable[str], defs: Mapping[str, MetricDef]) -> list[tuple[str, str]]:
     """The frontier charts shown by default, as (x, y) metric pairs.
 
-    Peak memory vs accuracy and TPOT vs accuracy when an accuracy metric was measured,
-    otherwise ``memory.peak_alloc_bytes`` (or the first peak-memory metric present) vs
-    ``latency.tpot_s``. Pairs whose metrics are missing are left out.
+    Peak memory vs accuracy and TPOT vs accuracy when an accuracy metric (a definition of
+    kind ``accuracy``) was measured, otherwise ``memory.peak_alloc_bytes`` (or the first
+    peak-memory metric present) vs ``latency.tpot_s``. The accuracy axis is the first of
+    :data:`ACCURACY_METRICS` measured, else the first accuracy metric by name. Pairs whose
+    metrics are missing are left out.
 
     Args:
         available: Metric names with data and a definition.
+        defs: The metric definitions, for their kinds.
 
     Returns:
         Zero, one or two (x, y) pairs.
@@ -190,10 +202,9 @@ def default_axes(available: Iterable[str]) -> list[tuple[str, str]]:
     names = list(available)
     memory = next((m for m in PEAK_MEMORY_METRICS if m in names), None)
     tpot = "latency.tpot_s" if "latency.tpot_s" in names else None
-    measured = [m for m in ACCURACY_METRICS if m in names]
-    accuracy = next(iter(measured), None) or next(
-        (m for m in sorted(names) if m.startswith("accuracy.")), None
-    )
+    accuracies = metrics_of_kind(names, defs, "accuracy")
+    measured = [m for m in ACCURACY_METRICS if m in accuracies]
+    accuracy = next(iter(measured), None) or next(iter(sorted(accuracies)), None)
     pairs: list[tuple[str, str]] = []
     if accuracy is not None:
         pairs = [(x, accuracy) for x in (memory, tpot) if x is not None]

@@ -35,6 +35,7 @@ from dashboard.queries import (
     frontier_frame,
     leaderboard,
     measured_metrics,
+    metrics_of_kind,
 )
 from dashboard.svg import frontier_svg
 from harness.errors import BenchError
@@ -146,7 +147,7 @@ def build_report(snapshot: Snapshot, run_id: int | None, *, renderer: Renderer =
         here = cells[cells["workload"] == workload].copy()
         here[TARGET] = here["model"] + " · " + here["device"]
         body.append(f"<h2>Workload <code>{escape(workload)}</code></h2>")
-        pairs = default_axes(directed_metrics(here[here["status"] == "ok"], defs))
+        pairs = default_axes(directed_metrics(here[here["status"] == "ok"], defs), defs)
         facet = TARGET if here[TARGET].nunique() > 1 else None
         for x, y in pairs:
             points = frontier_frame(here, x, y, defs, facet=facet)
@@ -222,7 +223,7 @@ def _leaderboard_html(
 ) -> str:
     available = measured_metrics(cells[(cells["model"] == model) & (cells["device"] == device)])
     metrics = [m for m in KEY_METRICS if m in available]
-    metrics += [m for m in available if m.startswith("accuracy.")]
+    metrics += metrics_of_kind(available, defs, "accuracy")
     table = leaderboard(cells, model, device, workload, metrics, defs=defs)
     head = ["technique", "status", *metrics]
     rows = []

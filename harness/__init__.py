@@ -1,6 +1,7 @@
 """bench: a plugin-based benchmarking harness for LLM memory and efficiency techniques.
 
-The public API for plugin authors. Importing it does not import torch.
+The public API for plugin authors (its version is ``PLUGIN_API_VERSION``; see
+``harness.pluginapi``). Importing it does not import torch.
 """
 
 from __future__ import annotations
@@ -8,11 +9,14 @@ from __future__ import annotations
 from harness.environment import Environment, package_versions
 from harness.errors import BenchError, ModelError, PluginError, Skip, StoreError, SuiteError
 from harness.markers import hookimpl
-from harness.results import CellResult, Measurement, MetricDef, Value
+from harness.pluginapi import PLUGIN_API_VERSION
+from harness.results import METRIC_KINDS, CellResult, Measurement, MetricDef, MetricKind, Value
 from harness.technique import Config, Context, Prepared, Technique
 from harness.workloads import Workload, WorkloadContext
 
 __all__ = [
+    "METRIC_KINDS",
+    "PLUGIN_API_VERSION",
     "BenchError",
     "CellResult",
     "Config",
@@ -20,6 +24,7 @@ __all__ = [
     "Environment",
     "Measurement",
     "MetricDef",
+    "MetricKind",
     "ModelError",
     "PluginError",
     "Prepared",

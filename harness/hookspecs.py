@@ -59,10 +59,12 @@ def register_probes() -> list[type[Probe]]:
 
 @hookspec
 def register_metrics() -> list[MetricDef]:
-    """Return the metrics this plugin emits, with unit and direction.
+    """Return the metrics this plugin emits, with unit, direction and kind.
 
     The dashboard reads direction (``higher_is_better``) from this registry to draw Pareto
-    frontiers; a value whose name is not registered is rejected when it is recorded.
+    frontiers, and ``kind`` to choose its accuracy axis and leaderboard columns. A value
+    whose name is not registered is left out of its cell, which keeps the others; the
+    cell's reason names it.
     """
 
 

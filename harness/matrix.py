@@ -189,7 +189,12 @@ def expand(
                     if _excluded(spec.exclude, model, device, stack, workload):
                         continue
                     label = "+".join(techniques[s.name].describe(s.config) for s in stack)
-                    key = cell_key(model, stack, workload, tuple(accuracy), device, spec.policy)
+                    versions = registry.plugin_versions(
+                        [s.name for s in stack], [workload.name, *(a.name for a in accuracy)]
+                    )
+                    key = cell_key(
+                        model, stack, workload, tuple(accuracy), device, spec.policy, versions
+                    )
                     if key in seen:  # e.g. "precision" and "precision: {dtype: float32}"
                         continue
                     seen.add(key)
@@ -347,13 +352,18 @@ def cell_key(
     accuracy: Sequence[TaskSpec],
     device: str,
     policy: Policy,
+    plugins: Mapping[str, str] | None = None,
 ) -> str:
     """sha256 of the canonical JSON of everything that defines a measurement.
 
     Device enters as its kind (cpu, cuda): results are per machine fingerprint, so the
     same cell on another GPU of the same machine kind is told apart by the machine.
+    ``plugins`` are the versions of the third-party plugins whose techniques, workload and
+    tasks the cell uses (``Registry.plugin_versions``): a new release of one of them is a
+    new cell, never resumed from the old release's result. It enters only when not empty,
+    so cells of built-ins alone keep their keys.
     """
-    doc = {
+    doc: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,
         "model": model.model_dump(mode="json"),
         "stack": [s.as_dict() for s in stack],
@@ -362,6 +372,8 @@ def cell_key(
         "device": device.split(":")[0],
         "policy": _policy_key(policy),
     }
+    if plugins:
+        doc["plugins"] = dict(plugins)
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

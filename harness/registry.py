@@ -7,6 +7,7 @@ with a ``PluginError`` naming both plugins.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,7 +17,8 @@ import pluggy
 from pydantic import BaseModel
 
 from harness.errors import PluginError
-from harness.results import MetricDef
+from harness.plugins import Origin
+from harness.results import METRIC_KINDS, MetricDef
 from harness.technique import Technique
 
 if TYPE_CHECKING:
@@ -57,10 +59,15 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
+        self._owner_cache: dict[str, dict[str, list[object]]] = {}
         # Touch every registry now: errors belong at start-up, not mid-suite.
         for technique in self.techniques.values():
             _validate_technique(technique)
-        _ = (self.workloads, self.metrics, self.probes, self.model_sources, self.text_sources)
+        for workload in self.workloads.values():
+            _validate_workload(workload)
+        for metric in self.metrics.values():
+            _validate_metric(metric)
+        _ = (self.probes, self.model_sources, self.text_sources)
 
     @cached_property
     def techniques(self) -> dict[str, type[Technique]]:
@@ -110,9 +117,55 @@ class Registry:
     def registrations(self) -> list[Registration]:
         """One row per registered item, for ``bench plugins``: plugins in registration order
         (built-ins first), each plugin's items in the order it returns them."""
-        dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
         order = {id(plugin): i for i, (_, plugin) in enumerate(self.pm.list_name_plugin())}
-        kinds: list[tuple[str, str, Iterable[_Named]]] = [
+        keyed: list[tuple[int, int, Registration]] = []
+        for k, (hook_name, kind, items) in enumerate(self._kinds()):
+            owners = self._owners(hook_name)
+            for name in dict.fromkeys(item.name for item in items):
+                for plugin in owners.get(name, [None]):
+                    row = Registration(
+                        self.plugin_name(plugin), self.plugin_label(plugin), kind, name
+                    )
+                    keyed.append((order.get(id(plugin), len(order)), k, row))
+        keyed.sort(key=lambda entry: entry[:2])  # stable: keeps each plugin's own order
+        return [row for _, _, row in keyed]
+
+    def plugin_versions(
+        self, techniques: Iterable[str] = (), workloads: Iterable[str] = ()
+    ) -> dict[str, str]:
+        """The versions of the third-party plugins that provide these techniques and
+        workloads (accuracy tasks included): distribution (or plugin) name -> version.
+
+        Built-in plugins are left out: they are versioned with bench itself, and the
+        measurement protocol version in every cell key stands for them. A plugin without a
+        version (neither an installed distribution nor a module ``__version__``) is left
+        out too.
+        """
+        versions: dict[str, str] = {}
+        wanted = [("register_techniques", n) for n in techniques]
+        wanted += [("register_workloads", n) for n in workloads]
+        for hook_name, name in wanted:
+            for plugin in self._owners(hook_name).get(name, [])[:1]:
+                versions.update(self._version(plugin))
+        return dict(sorted(versions.items()))
+
+    def installed_versions(self) -> dict[str, str]:
+        """Every third-party plugin's version (distribution or plugin name -> version), to
+        store with a run beside the library versions; built-ins are bench's own."""
+        versions: dict[str, str] = {}
+        for _, plugin in self.pm.list_name_plugin():
+            versions.update(self._version(plugin))
+        return dict(sorted(versions.items()))
+
+    def _version(self, plugin: object) -> dict[str, str]:
+        """``{distribution or plugin name: version}`` of a versioned third-party plugin."""
+        origin = self.plugin_origin(plugin)
+        if origin is None or origin.source == "built-in" or not origin.version:
+            return {}
+        return {origin.distribution or self.plugin_name(plugin): origin.version}
+
+    def _kinds(self) -> list[tuple[str, str, Iterable[_Named]]]:
+        return [
             ("register_techniques", "technique", self.techniques.values()),
             ("register_workloads", "workload", self.workloads.values()),
             ("register_probes", "probe", self.probes.values()),
@@ -120,17 +173,16 @@ class Registry:
             ("register_model_sources", "model source", self.model_sources),
             ("register_text_sources", "text source", self.text_sources),
         ]
-        keyed: list[tuple[int, int, Registration]] = []
-        for k, (hook_name, kind, items) in enumerate(kinds):
-            owners = self._owners(hook_name)
-            for name in dict.fromkeys(item.name for item in items):
-                for plugin in owners.get(name, [None]):
-                    dist = dists.get(id(plugin))
-                    version = f"{dist.project_name} {dist.version}" if dist else "built-in"
-                    row = Registration(self._plugin_name(plugin), version, kind, name)
-                    keyed.append((order.get(id(plugin), len(order)), k, row))
-        keyed.sort(key=lambda entry: entry[:2])  # stable: keeps each plugin's own order
-        return [row for _, _, row in keyed]
+
+    def plugin_origin(self, plugin: object | None) -> Origin | None:
+        """Where ``plugin`` came from (``harness.plugins.Origin``); None when unknown."""
+        origin = getattr(self.pm, "origin", None)  # a plain pluggy manager records none
+        return origin(plugin) if origin is not None and plugin is not None else None
+
+    def plugin_label(self, plugin: object | None) -> str:
+        """``bench-attn 0.1.0``, ``built-in``, ``BENCH_PLUGINS``, ... (see ``Origin.label``)."""
+        origin = self.plugin_origin(plugin)
+        return origin.label if origin is not None else "built-in"
 
     # ------------------------------------------------------------ attribution
 
@@ -140,7 +192,7 @@ class Registry:
         for item in items:
             if item.name in seen:
                 owners = self._owners(hook_name).get(item.name, [])
-                who = " and by ".join(self._plugin_name(p) for p in owners[:2]) or "unknown"
+                who = " and by ".join(self.plugin_name(p) for p in owners[:2]) or "unknown"
                 raise PluginError(
                     f"{what} '{item.name}' is registered twice: by {who}. Uninstall one of "
                     "them; 'bench plugins' lists what each registers."
@@ -155,6 +207,8 @@ class Registry:
         Plugins are in registration order (built-ins first). Used only to attribute items:
         in error messages and in ``registrations``.
         """
+        if hook_name in self._owner_cache:
+            return self._owner_cache[hook_name]
         hook = getattr(self.pm.hook, hook_name)
         plugins = list(dict.fromkeys(impl.plugin for impl in hook.get_hookimpls()))
         owners: dict[str, list[object]] = {}
@@ -163,9 +217,10 @@ class Registry:
             alone = self.pm.subset_hook_caller(hook_name, everyone - {plugin})
             for item in _flatten(alone()):
                 owners.setdefault(item.name, []).append(plugin)
+        self._owner_cache[hook_name] = owners
         return owners
 
-    def _plugin_name(self, plugin: object | None) -> str:
+    def plugin_name(self, plugin: object | None) -> str:
         """The registered name; for an object registered without one, its class."""
         if plugin is None:
             return "(a hook wrapper)"
@@ -179,9 +234,59 @@ def _validate_technique(cls: type[Technique]) -> None:
     where = f"technique class {cls.__module__}.{cls.__qualname__}"
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         raise PluginError(f"{where} has no 'name'. Set name = '...' on the class.")
-    if not (isinstance(cls.Config, type) and issubclass(cls.Config, BaseModel)):
-        raise PluginError(f"{where}: Config must be a pydantic model (harness.Config).")
-    if cls.Config.model_config.get("extra") != "forbid":
-        raise PluginError(f"{where}: Config must forbid extra fields; subclass harness.Config.")
+    _validate_params(where, "Config", getattr(cls, "Config", None))
     if not cls.kind or not cls.kind <= {"inference", "training"}:
         raise PluginError(f"{where}: kind must be a subset of {{'inference', 'training'}}.")
+
+
+def _validate_workload(cls: type[Workload]) -> None:
+    where = f"workload class {cls.__module__}.{cls.__qualname__}"
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        raise PluginError(f"{where} has no 'name'. Set name = '...' on the class.")
+    _validate_params(where, "Params", getattr(cls, "Params", None))
+    if cls.kind not in ("measure", "accuracy"):
+        raise PluginError(f"{where}: kind must be 'measure' or 'accuracy', not {cls.kind!r}.")
+
+
+def _validate_params(where: str, attribute: str, model: object) -> None:
+    """A plugin's parameter model must refuse unknown keys, nested models included, so a
+    typo in a suite is an error at ``bench check`` rather than a setting silently ignored."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise PluginError(f"{where}: {attribute} must be a pydantic model (harness.Config).")
+    for permissive in _permissive_models(model):
+        inner = "" if permissive is model else f" (its field type {permissive.__qualname__})"
+        raise PluginError(
+            f"{where}: {attribute}{inner} accepts unknown keys "
+            f"(extra={permissive.model_config.get('extra', 'ignore')!r}), so a misspelt "
+            "parameter would be ignored; subclass harness.Config, which forbids them."
+        )
+
+
+def _permissive_models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """``model`` and the pydantic models in its fields' types that do not forbid extras."""
+    found: list[type[BaseModel]] = []
+    seen: set[type[BaseModel]] = set()
+
+    def visit(annotation: Any) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                return
+            seen.add(annotation)
+            if annotation.model_config.get("extra") != "forbid":
+                found.append(annotation)
+            for info in annotation.model_fields.values():
+                visit(info.annotation)
+            return
+        for arg in typing.get_args(annotation):
+            visit(arg)
+
+    visit(model)
+    return found
+
+
+def _validate_metric(metric: MetricDef) -> None:
+    if metric.kind not in METRIC_KINDS:
+        raise PluginError(
+            f"metric '{metric.name}': kind {metric.kind!r} is not one of "
+            f"{', '.join(METRIC_KINDS)}. Set MetricDef(..., kind=...) to one of them."
+        )

@@ -14,17 +14,54 @@ STATUSES: tuple[Status, ...] = ("ok", "skipped", "oom", "oom_host", "timeout", "
 DONE_STATUSES: tuple[Status, ...] = ("ok", "skipped")
 
 
+MetricKind = Literal["latency", "throughput", "memory", "energy", "accuracy", "other"]
+#: What a metric can be about; the dashboard picks its axes and leaderboard columns by kind.
+METRIC_KINDS: tuple[MetricKind, ...] = (
+    "latency",
+    "throughput",
+    "memory",
+    "energy",
+    "accuracy",
+    "other",
+)
+
+
+def kind_from_name(name: str) -> MetricKind:
+    """The kind a metric gets when its definition names none: the first part of its dotted
+    name when that is a kind (``accuracy.passkey`` -> ``accuracy``, ``power.avg_w`` ->
+    ``energy``), else ``other``."""
+    first = name.split(".", 1)[0]
+    if first == "power":
+        return "energy"
+    return next((kind for kind in METRIC_KINDS if kind == first), "other")
+
+
 @dataclass(frozen=True)
 class MetricDef:
-    """A registered metric: its name, unit and which direction is better.
+    """A registered metric: its name, unit, which direction is better, and what it is about.
 
     Names are dotted and carry the unit: ``latency.ttft_s``, ``memory.kv_cache_bytes``.
+
+    Attributes:
+        name: the dotted name values carry.
+        unit: the unit of its values (``s``, ``bytes``, ``fraction``, ``ratio``, ...).
+        higher_is_better: the direction of a better value (Pareto frontiers, deltas).
+        description: one line: what it measures, with its formula where it is derived.
+        kind: what it is about, one of :data:`METRIC_KINDS`: the dashboard's accuracy axis
+            and the leaderboard's default columns use it. Left out, it follows from the
+            name (:func:`kind_from_name`), so ``prune.sparsity`` is ``other`` unless its
+            definition says ``kind="accuracy"``.
     """
 
     name: str
     unit: str
     higher_is_better: bool
     description: str
+    kind: MetricKind = None  # type: ignore[assignment]  # filled in by __post_init__
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            object.__setattr__(self, "kind", kind_from_name(self.name))
 
 
 @dataclass(frozen=True)

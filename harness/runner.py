@@ -163,7 +163,11 @@ def run_suite(
         machine_id=machine_id,
         harness_version=library_versions().get("bench", "unknown"),
         git_commit=git_commit(),
-        environment={**library_versions(), **registry.environment_info()},
+        environment={
+            **library_versions(),
+            **registry.installed_versions(),
+            **registry.environment_info(),
+        },
     )
     summary.run_id = run_id
     references: dict[tuple[str, str, str], CellResult] = {}  # measured in this run

@@ -83,5 +83,5 @@ def test_check_and_dry_run() -> None:
 
 def test_help_lists_the_commands() -> None:
     done = bench("--help")
-    for command in ("run", "check", "plugins", "results", "export", "dashboard", "report"):
+    for command in ("run", "check", "plugins", "new-plugin", "results", "export", "dashboard"):
         assert f"  {command}" in done.stdout

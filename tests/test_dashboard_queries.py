@@ -28,6 +28,7 @@ from dashboard.queries import (
     intervals_overlap,
     leaderboard,
     metric_columns,
+    metrics_of_kind,
     normalize_cells,
     reference_deltas,
     status_summary,
@@ -99,13 +100,38 @@ def test_metric_columns_skip_identity_ci_and_text() -> None:
 
 
 def test_default_axes_with_accuracy() -> None:
-    assert default_axes([TPOT, MEM, PPL, TOK]) == [(MEM, PPL), (TPOT, PPL)]
+    assert default_axes([TPOT, MEM, PPL, TOK], D) == [(MEM, PPL), (TPOT, PPL)]
 
 
 def test_default_axes_prefer_perplexity_among_accuracy_metrics() -> None:
     kl, bpb = "accuracy.kl_div", "accuracy.bits_per_byte"
-    assert default_axes([MEM, bpb, PPL, kl]) == [(MEM, PPL)]
-    assert default_axes([MEM, kl, bpb]) == [(MEM, bpb)]
+    defs = {**D, **{m: MetricDef(m, "", False, m) for m in (kl, bpb)}}
+    assert default_axes([MEM, bpb, PPL, kl], defs) == [(MEM, PPL)]
+    assert default_axes([MEM, kl, bpb], defs) == [(MEM, bpb)]
+
+
+def test_the_accuracy_axis_is_chosen_by_declared_kind_not_by_name() -> None:
+    """A plugin's ``match.greedy`` declared of kind accuracy is an accuracy axis; a metric
+    named ``accuracy.*`` but declared ``other`` is not, nor is one without a definition."""
+    greedy, odd = "match.greedy", "accuracy.tokens_seen"
+    defs = {
+        **D,
+        greedy: MetricDef(greedy, "fraction", True, "greedy match", kind="accuracy"),
+        odd: MetricDef(odd, "tokens", True, "tokens read", kind="other"),
+    }
+    assert default_axes([MEM, TPOT, odd, greedy], defs) == [(MEM, greedy), (TPOT, greedy)]
+    assert default_axes([MEM, TPOT, odd], defs) == [(MEM, TPOT)]
+    assert default_axes([MEM, TPOT, "accuracy.undefined"], defs) == [(MEM, TPOT)]
+    assert metrics_of_kind([odd, greedy, MEM, "x"], defs, "accuracy") == [greedy]
+    assert metrics_of_kind([odd, greedy, MEM], defs, "memory") == [MEM]
+
+
+def test_the_leaderboard_shows_key_metrics_then_those_of_kind_accuracy() -> None:
+    from dashboard.views.leaderboard import default_metrics
+
+    greedy = "greedy.token_match"
+    defs = {**D, greedy: MetricDef(greedy, "fraction", True, "greedy match", kind="accuracy")}
+    assert default_metrics(["prune.sparsity", greedy, PPL, TPOT], defs) == [TPOT, greedy, PPL]
 
 
 def test_busiest_workload_has_the_most_stacks() -> None:
@@ -123,13 +149,14 @@ def test_busiest_workload_has_the_most_stacks() -> None:
 
 
 def test_default_axes_fall_back_to_memory_vs_tpot() -> None:
-    assert default_axes([TOK, TPOT, MEM]) == [(MEM, TPOT)]
+    assert default_axes([TOK, TPOT, MEM], D) == [(MEM, TPOT)]
 
 
 def test_default_axes_other_peak_memory_and_too_few_metrics() -> None:
-    assert default_axes(["memory.peak_rss_bytes", TPOT]) == [("memory.peak_rss_bytes", TPOT)]
-    assert default_axes([TOK, "latency.ttft_s"]) == [(TOK, "latency.ttft_s")]
-    assert default_axes([TOK]) == []
+    rss = "memory.peak_rss_bytes"
+    assert default_axes([rss, TPOT], D) == [(rss, TPOT)]
+    assert default_axes([TOK, "latency.ttft_s"], D) == [(TOK, "latency.ttft_s")]
+    assert default_axes([TOK], D) == []
 
 
 def test_directed_metrics_need_a_definition_and_data() -> None:

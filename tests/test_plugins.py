@@ -18,9 +18,9 @@ from typing import Any
 
 import pluggy
 import pytest
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
-from harness import Config, Technique, hookimpl
+from harness import Config, MetricDef, Technique, Workload, hookimpl
 from harness.environment import LIBRARIES, library_versions, package_versions
 from harness.errors import PluginError
 from harness.plugins import DEFAULT_PLUGINS, get_plugin_manager
@@ -296,8 +296,239 @@ class LoosePlugin:
 
 
 def test_configs_must_forbid_unknown_keys() -> None:
-    with pytest.raises(PluginError, match="must forbid extra fields"):
+    with pytest.raises(PluginError, match="Config accepts unknown keys") as caught:
         Registry(get_plugin_manager(extra=(LoosePlugin(),)))
+    assert "technique class test_plugins.Loose" in str(caught.value)
+    assert "subclass harness.Config" in str(caught.value) and "\n" not in str(caught.value)
+
+
+class PlainParams(BaseModel):  # pydantic's default: unknown keys silently ignored
+    text: str = "shakespeare"
+
+
+class PlainTask(Workload[Any]):
+    name = "plain-task"
+    kind = "accuracy"
+    Params = PlainParams  # type: ignore[assignment]
+
+
+class Inner(BaseModel):
+    ratio: float = 0.5
+
+
+class NestedConfig(Config):
+    inner: Inner = Inner()
+
+
+class Nested(Technique[NestedConfig]):
+    name = "nested"
+    Config = NestedConfig
+
+
+def _plugin(**hooks: Callable[[], Any]) -> types.SimpleNamespace:
+    return types.SimpleNamespace(**{name: hookimpl(f) for name, f in hooks.items()})
+
+
+@pytest.mark.parametrize(
+    ("plugin", "expected"),
+    [
+        (
+            _plugin(register_workloads=lambda: [PlainTask]),
+            "workload class test_plugins.PlainTask: Params accepts unknown keys (extra='ignore')",
+        ),
+        (
+            _plugin(register_techniques=lambda: [Nested]),
+            "technique class test_plugins.Nested: Config (its field type Inner) accepts unknown",
+        ),
+    ],
+)
+def test_every_parameter_model_is_strict_at_registration(plugin: object, expected: str) -> None:
+    """A task's Params, or a model nested in a Config, that lets a typo through is refused
+    at start-up with one line, before any suite is read."""
+    with pytest.raises(PluginError, match=re.escape(expected)) as caught:
+        Registry(get_plugin_manager(extra=(plugin,)))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_typo_in_a_task_parameter_is_a_suite_error() -> None:
+    from harness.errors import SuiteError
+    from harness.suite import suite_from_data
+
+    data = {
+        "name": "typo",
+        "models": ["tiny-random-llama"],
+        "workload": {"generate": {"prompt_tokens": 8}},
+        "accuracy": [{"perplexity": {"tokns": 64}}],
+    }
+    with pytest.raises(SuiteError, match=r"task: tokns: Extra inputs are not permitted"):
+        suite_from_data(data, Registry(get_plugin_manager()), devices=["cpu"])
+
+
+def test_a_metric_kind_must_be_one_of_the_kinds() -> None:
+    odd = MetricDef("odd.thing", "x", True, "odd", kind="speed")  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match=re.escape("metric 'odd.thing': kind 'speed' is not")):
+        Registry(get_plugin_manager(extra=(_plugin(register_metrics=lambda: [odd]),)))
+
+
+def test_metric_kinds_follow_the_name_unless_declared(registry: Registry) -> None:
+    assert registry.metrics["accuracy.perplexity"].kind == "accuracy"
+    assert registry.metrics["latency.tpot_s"].kind == "latency"
+    assert registry.metrics["power.avg_w"].kind == "energy"
+    assert registry.metrics["train.eval_perplexity"].kind == "accuracy"  # declared
+    assert registry.metrics["stats.tpot_cv"].kind == "other"
+    assert MetricDef("prune.sparsity", "fraction", True, "zeros").kind == "other"
+    declared = MetricDef("greedy.match", "fraction", True, "match", kind="accuracy")
+    assert declared.kind == "accuracy"
+
+
+# ---------------------------------------------------------------- where plugins come from
+
+
+def _dist(site: Path, module: str, version: str, body: str = "", entry: str | None = None) -> None:
+    """A distribution ``bench-<module>`` installed in ``site``: module + dist-info."""
+    (site / f"{module}.py").write_text(body or _TECHNIQUE.format(name=module.replace("_", "-")))
+    dist = site / f"{module}-{version}.dist-info"
+    dist.mkdir()
+    project = module.replace("_", "-")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(f"[bench]\n{entry or module} = {module}\n")
+
+
+_TECHNIQUE = """
+from harness import Technique, hookimpl
+
+
+class T(Technique):
+    name = "{name}"
+
+
+@hookimpl
+def register_techniques():
+    return [T]
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path where tests install throwaway distributions."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def _forget(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+    for module in modules:
+        monkeypatch.delitem(sys.modules, module, raising=False)
+
+
+def test_an_installed_plugin_also_named_in_bench_plugins_is_registered_once(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/plugins.md suggests BENCH_PLUGINS for testing: with the plugin installed too it
+    is one plugin, with its distribution's version, not an internal error."""
+    _forget(monkeypatch, "bench_twice")
+    _dist(site, "bench_twice", "2.0.1")
+    monkeypatch.setenv("BENCH_PLUGINS", "bench_twice")
+    registry = Registry(get_plugin_manager())
+    assert "bench-twice" in registry.techniques
+    rows = [r for r in registry.registrations() if r.name == "bench-twice"]
+    assert [(r.plugin, r.version) for r in rows] == [("bench_twice", "bench-twice 2.0.1")]
+    # ... and the testing kit given the installed module again (docs' testing example).
+    import bench_twice
+
+    again = Registry(get_plugin_manager(extra=(bench_twice,)))
+    assert [r.version for r in again.registrations() if r.name == "bench-twice"] == [
+        "bench-twice 2.0.1"
+    ]
+
+
+def test_two_distributions_declaring_one_entry_point_name_stop_start_up(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _forget(monkeypatch, "bench_left", "bench_right")
+    _dist(site, "bench_left", "1.0", entry="clash")
+    _dist(site, "bench_right", "1.0", entry="clash")
+    with pytest.raises(
+        PluginError, match="entry point 'clash' of group 'bench' is declared by two"
+    ):
+        get_plugin_manager()
+
+
+def test_a_module_in_the_working_directory_cannot_replace_or_add_a_plugin(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory bench runs from (a downloaded suite's folder) is first on sys.path
+    under ``python -m``: a module named like an installed plugin, a distribution's metadata
+    or a ``plugins`` package there must not be imported as a plugin."""
+    _forget(monkeypatch, "bench_real", "bench_injected", "bench_local")
+    _dist(site, "bench_real", "1.0")
+    here = tmp_path / "suite-folder"
+    here.mkdir()
+    marker = tmp_path / "imported"
+    evil = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n" + _TECHNIQUE
+    (here / "bench_real.py").write_text(evil.format(name="shadow"))
+    _dist(here, "bench_injected", "6.6.6", body=evil.format(name="injected"))
+    (here / "bench_local.py").write_text(evil.format(name="local"))
+    monkeypatch.chdir(here)
+    monkeypatch.syspath_prepend(str(here))  # where python -m puts the working directory
+    registry = Registry(get_plugin_manager())
+    assert "bench-real" in registry.techniques
+    assert not {"shadow", "injected"} & set(registry.techniques)
+    assert not marker.exists()
+    assert sys.path[0] == str(here)  # put back afterwards
+    monkeypatch.setenv("BENCH_PLUGINS", "bench_local")
+    with pytest.raises(PluginError, match="bench never imports plugins from the working dir"):
+        get_plugin_manager()
+    assert not marker.exists()
+
+
+def test_an_entry_the_user_put_on_the_path_is_kept() -> None:
+    from harness.plugins import BENCH_ROOT, trusted_path
+
+    cwd = "/somewhere/suites"
+    path = [cwd, "", "/usr/lib/python3", cwd, str(BENCH_ROOT)]
+    assert trusted_path(path, cwd) == ["/usr/lib/python3", cwd, str(BENCH_ROOT)]
+    assert trusted_path(path, cwd, safe_path=True) == [
+        cwd,
+        "/usr/lib/python3",
+        cwd,
+        str(BENCH_ROOT),
+    ]
+    # bench's own checkout stays usable as the working directory
+    assert trusted_path([str(BENCH_ROOT), "/x"], BENCH_ROOT) == [str(BENCH_ROOT), "/x"]
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        (">=2,<3", "supports bench plugin API >=2,<3, but this bench has plugin API 1.0"),
+        ("one point oh", "BENCH_PLUGIN_API = 'one point oh' is not a version range"),
+    ],
+)
+def test_a_plugin_for_another_api_is_refused_naming_both_versions(
+    site: Path, monkeypatch: pytest.MonkeyPatch, declared: str, expected: str
+) -> None:
+    _forget(monkeypatch, "bench_future")
+    body = f"BENCH_PLUGIN_API = {declared!r}\n" + _TECHNIQUE.format(name="future")
+    _dist(site, "bench_future", "3.0", body=body)
+    with pytest.raises(PluginError, match=re.escape(expected)) as caught:
+        get_plugin_manager()
+    message = str(caught.value)
+    assert "\n" not in message and "bench_future (bench-future 3.0)" in message
+
+
+def test_plugin_versions_are_those_of_third_party_plugins(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _forget(monkeypatch, "bench_versioned")
+    _dist(site, "bench_versioned", "0.3.1")
+    local = plugin_module("local_plugin", _TECHNIQUE.format(name="local") + "__version__ = '7'\n")
+    registry = Registry(get_plugin_manager(extra=(local,)))
+    versions = registry.plugin_versions(["baseline", "bench-versioned", "local"], ["perplexity"])
+    assert versions == {"bench-versioned": "0.3.1", "local_plugin": "7"}
+    assert registry.plugin_versions(["baseline", "kv-quant"], ["generate", "passkey"]) == {}
+    assert registry.installed_versions() == versions
 
 
 # ---------------------------------------------------------------- pluggy features work

@@ -178,3 +178,83 @@ def test_the_suite_names_its_reference_stack(tmp_path: Path, db_url: str) -> Non
         assert bool(ref["reference"]) and ref["latency.speedup"] == 1.0
         expected = ref["latency.tpot_s"] / rows.loc["baseline"]["latency.tpot_s"]
         assert rows.loc["baseline"]["latency.speedup"] == pytest.approx(expected, rel=1e-12)
+
+
+_BUMP = '''
+from harness import Context, MetricDef, Technique, hookimpl
+
+
+class Bump(Technique):
+    """Leaves the model alone; reports one registered and one unregistered metric."""
+
+    name = "bump"
+
+    def metrics(self, ctx: Context) -> dict[str, float]:
+        return {"bump.calls": 1, "bump.unregistered": 2}
+
+
+@hookimpl
+def register_techniques():
+    return [Bump]
+
+
+@hookimpl
+def register_metrics():
+    return [MetricDef("bump.calls", "calls", True, "calls")]
+'''
+
+
+def _install_bump(site: Path, version: str) -> None:
+    """(Re)install the distribution bench-bump at ``version`` into ``site``."""
+    for old in site.glob("bench_bump-*.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    (site / "bench_bump.py").write_text(_BUMP)
+    dist = site / f"bench_bump-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: bench-bump\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text("[bench]\nbump = bench_bump\n")
+
+
+def test_a_new_plugin_version_is_measured_again_and_unregistered_metrics_are_reported(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cell key includes the versions of the third-party plugins a cell uses: after an
+    upgrade its cells are measured again, while cells of built-ins alone are resumed. A
+    metric the plugin did not register is left out, said in the cell's reason and on the
+    console, and the cell keeps the rest."""
+    import json
+    import sqlite3
+
+    site = tmp_path / "site"
+    site.mkdir()
+    _install_bump(site, "1.0.0")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
+    suite = suite_file(tmp_path, "[baseline, bump]", name="bump")
+    first = bench("run", str(suite), "--db", db_url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    note = (
+        "metrics bump.unregistered were not stored: they are not registered; return a "
+        "MetricDef for each from the plugin's register_metrics hook"
+    )
+    assert first.stderr.count(f"warning: bump: {note}") == 2  # one per workload variant
+    frame = Store.open(db_url, read_only=True).cells_frame()
+    bumped = frame[frame["technique"] == "bump"]
+    assert set(bumped["status"]) == {"ok"} and set(bumped["reason"]) == {note}
+    assert set(bumped["bump.calls"]) == {1.0} and "bump.unregistered" not in frame.columns
+    assert bumped["latency.tpot_s"].notna().all()
+
+    assert "already have results" in bench("run", str(suite), "--db", db_url).stdout
+    _install_bump(site, "1.1.0")
+    again = bench("run", str(suite), "--db", db_url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already have results" not in again.stdout
+    db = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+    per_run = db.execute(
+        "select r.id, c.technique, r.environment from runs r join cells c on c.run_id = r.id"
+    ).fetchall()
+    techniques = {run: sorted(t for r, t, _ in per_run if r == run) for run, _, _ in per_run}
+    assert techniques == {1: ["baseline", "baseline", "bump", "bump"], 2: ["bump", "bump"]}
+    versions = {run: json.loads(env).get("bench-bump") for run, _, env in per_run}
+    assert versions == {1: "1.0.0", 2: "1.1.0"}

@@ -410,6 +410,41 @@ def test_metric_defs_upsert(store: Store) -> None:
     }
 
 
+def test_metric_defs_keep_their_kind(store: Store) -> None:
+    greedy = MetricDef("greedy.token_match", "fraction", True, "greedy match", kind="accuracy")
+    odd = MetricDef("accuracy.tokens_read", "tokens", True, "tokens read", kind="other")
+    store.save_metric_defs([greedy, odd])
+    defs = store.metric_defs()
+    assert (defs["greedy.token_match"].kind, defs["accuracy.tokens_read"].kind) == (
+        "accuracy",
+        "other",
+    )
+
+
+def test_migration_0007_gives_stored_definitions_the_kind_of_their_name(store: Store) -> None:
+    """Definitions stored before metric kinds existed read back as the dashboard read them."""
+    store.save_metric_defs(
+        [
+            MetricDef("accuracy.passkey", "fraction", True, "passkey", kind="other"),
+            MetricDef("power.avg_w", "W", False, "mean power", kind="other"),
+            MetricDef("prune.sparsity", "fraction", True, "zeros", kind="accuracy"),
+        ]
+    )
+    with store.engine.connect() as connection:
+        with connection.begin():
+            command.downgrade(alembic_config(connection), "0003")
+        assert "kind" not in {c["name"] for c in inspect(connection).get_columns("metric_defs")}
+        connection.rollback()
+        with connection.begin():
+            command.upgrade(alembic_config(connection), "0007")
+    kinds = {name: d.kind for name, d in store.metric_defs().items()}
+    assert kinds == {
+        "accuracy.passkey": "accuracy",
+        "power.avg_w": "energy",
+        "prune.sparsity": "other",
+    }
+
+
 def assert_migration_matches_orm(store: Store) -> None:
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})

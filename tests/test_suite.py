@@ -118,6 +118,55 @@ def test_cell_key_is_stable_and_sensitive(tmp_path: Path, registry) -> None:
     }
 
 
+def test_cell_keys_of_builtins_are_those_of_earlier_results() -> None:
+    """Keys of cells that use built-ins only did not change when plugin versions entered
+    the key: results measured before stay resumable. (Literals computed by bench before.)"""
+    from harness.suite import suite_from_data
+
+    data = {
+        "name": "g",
+        "models": ["tiny-random-llama"],
+        "devices": ["cpu"],
+        "workload": {"generate": {"prompt_tokens": 16, "new_tokens": 4}},
+        "techniques": ["baseline", {"kv-quant": {"bits": 4}}],
+        "accuracy": [{"perplexity": {"tokens": 64}}],
+        "policy": {"warmup": 0, "repeats": 1},
+    }
+    cells = suite_from_data(data, registry_with(), devices=["cpu"]).cells
+    assert {c.label: c.key for c in cells} == {
+        "baseline": "a74b07cbe75b0d259389a9e41416406e312a41caf5380bc5a44244a51a5aa081",
+        "kv-quant": "c4bd4213e726f76979738d18f5132c29b63e2872d5fad887fc12a9b22a83a4df",
+    }
+
+
+def test_cell_keys_change_with_the_version_of_a_plugin_the_cell_uses(tmp_path: Path) -> None:
+    import types
+
+    from harness import Technique, hookimpl
+
+    def release(version: str) -> types.ModuleType:
+        class Prune(Technique):
+            name = "prune"
+
+        module = types.ModuleType("bench_prune_local")
+        module.__version__ = version  # type: ignore[attr-defined]
+        module.register_techniques = hookimpl(lambda: [Prune])  # type: ignore[attr-defined]
+        return module
+
+    path = write(tmp_path, BASE + "techniques: [baseline, prune]\n")
+
+    def keys(version: str) -> dict[str, set[str]]:
+        cells = load_suite(path, registry_with([release(version)]), devices=["cpu"]).cells
+        return {
+            label: {c.key for c in cells if c.label == label} for label in ("baseline", "prune")
+        }
+
+    old, same, new = keys("0.1.0"), keys("0.1.0"), keys("0.2.0")
+    assert old == same
+    assert old["baseline"] == new["baseline"]  # built-ins only: the old results are reused
+    assert not old["prune"] & new["prune"]  # the new release is measured again
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -6,7 +6,13 @@ import streamlit as st
 
 from dashboard.charts import format_value, frontier_spec
 from dashboard.data import Snapshot
-from dashboard.queries import busiest_workload, default_axes, directed_metrics, frontier_frame
+from dashboard.queries import (
+    busiest_workload,
+    default_axes,
+    directed_metrics,
+    frontier_frame,
+    metrics_of_kind,
+)
 from dashboard.views.common import pick
 
 TITLE = "Pareto frontier"
@@ -37,14 +43,14 @@ def render(snapshot: Snapshot) -> None:
     here = here[here["model"].isin(models) & here["device"].isin(devices)]
 
     metrics = directed_metrics(here, snapshot.defs)
-    pairs = default_axes(metrics)
+    pairs = default_axes(metrics, snapshot.defs)
     if not pairs:
         st.info(
             "A frontier needs two measured metrics with definitions; these cells have "
             f"{len(metrics)}: {', '.join(metrics) or 'none'}."
         )
         return
-    if not any(m.startswith("accuracy.") for m in metrics):
+    if not metrics_of_kind(metrics, snapshot.defs, "accuracy"):
         st.caption(
             "No accuracy metric measured yet: showing memory vs latency. "
             "Add an `accuracy:` section to the suite for accuracy frontiers."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import streamlit as st
 
 from dashboard.data import Snapshot
@@ -10,16 +12,18 @@ from dashboard.queries import (
     busiest_workload,
     leaderboard,
     measured_metrics,
+    metrics_of_kind,
 )
 from dashboard.views.common import display_frame, number_columns, pick, style_deltas
+from harness.results import MetricDef
 
 TITLE = "Leaderboard"
 
 
-def default_metrics(available: list[str]) -> list[str]:
-    """Key metrics present, then accuracy metrics."""
+def default_metrics(available: list[str], defs: Mapping[str, MetricDef]) -> list[str]:
+    """Key metrics present, then the metrics whose definitions are of kind ``accuracy``."""
     keys = [m for m in KEY_METRICS if m in available]
-    return keys + [m for m in available if m.startswith("accuracy.") and m not in keys]
+    return keys + [m for m in metrics_of_kind(available, defs, "accuracy") if m not in keys]
 
 
 def render(snapshot: Snapshot) -> None:
@@ -41,7 +45,7 @@ def render(snapshot: Snapshot) -> None:
 
     available = measured_metrics(cells)
     metrics = st.multiselect(
-        "Metrics", available, default=default_metrics(available), key="lb_metrics"
+        "Metrics", available, default=default_metrics(available, snapshot.defs), key="lb_metrics"
     )
     options = ["reference first", *metrics]
     c1, c2, c3 = st.columns([2, 2, 1])

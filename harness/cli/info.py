@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,30 +12,125 @@ from harness.cli.app import load_registry
 
 
 @click.command()
-def plugins() -> None:
-    """List installed plugins, their versions, what each registers, and technique options."""
-    from rich.console import Console
-    from rich.table import Table
+@click.argument("name", required=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="json: the same facts for tools",
+)
+def plugins(name: str | None, fmt: str) -> None:
+    """List installed plugins, what each registers, and every parameter.
+
+    With NAME (a technique, workload, accuracy task, probe, metric or source), show that
+    one in full: its plugin and version, what it is, and each parameter's type, range,
+    default and description.
+    """
+    import json
+
+    from harness import plugin_info
 
     registry = load_registry()
+    items = plugin_info.describe(registry)
+    if name is not None:
+        items = plugin_info.find(items, name)
+    if fmt == "json":
+        click.echo(json.dumps(plugin_info.as_json(registry, items), indent=2))
+        return
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if name is not None:
+        for item in items:
+            _print_item(console, item)
+        return
+    console.print(_plugins_table(registry))
+    for kind in ("technique", "workload", "accuracy task"):
+        console.print(_parameters_table(kind, [i for i in items if i.kind == kind]))
+    console.print(
+        "'bench plugins NAME' shows one in full (metrics too: unit, direction, kind); "
+        "'bench plugins --format json' gives everything to tools."
+    )
+
+
+def _plugins_table(registry: Any) -> Any:
+    from rich.table import Table
+
+    from harness import plugin_info
+    from harness.pluginapi import PLUGIN_API_VERSION
+
+    api = {row.name: row.api for row in plugin_info.plugins(registry)}
     grouped: dict[tuple[str, str], dict[str, list[str]]] = {}
     for row in registry.registrations():
         grouped.setdefault((row.plugin, row.version), {}).setdefault(row.kind, []).append(row.name)
-    table = Table("plugin", "version", "registers", title="plugins")
+    table = Table(
+        "plugin", "version", "API", "registers", title=f"plugins (plugin API {PLUGIN_API_VERSION})"
+    )
     for (plugin, version), kinds in grouped.items():
         parts = [f"{kind}s: {', '.join(names)}" for kind, names in kinds.items()]
-        table.add_row(plugin, version, "\n".join(parts))
-    options = Table("technique", "kind", "parameters", title="technique options")
-    for name, cls in sorted(registry.techniques.items()):
-        params = [
-            f"{field}: {str(info.annotation).replace('typing.', '')}"
-            + ("" if info.is_required() else f" = {info.get_default(call_default_factory=True)!r}")
-            for field, info in cls.Config.model_fields.items()
-        ]
-        options.add_row(name, ", ".join(sorted(cls.kind)), "\n".join(params) or "-")
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(table)
-    console.print(options)
+        table.add_row(*_cells(plugin, version, api.get(plugin) or "-", "\n".join(parts)))
+    return table
+
+
+def _parameters_table(kind: str, items: list[Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(kind, "parameter", "type", "default", "range", "description")
+    table.title = f"{kind} parameters"
+    for item in items:
+        if not item.parameters:
+            table.add_row(*_cells(item.name, "-", "", "", "", item.summary))
+        for i, p in enumerate(item.parameters):
+            table.add_row(
+                *_cells(
+                    item.name if i == 0 else "",
+                    p.name,
+                    p.type,
+                    "(required)" if p.required else _shown(p.default),
+                    p.range or "",
+                    p.description or "",
+                )
+            )
+    return table
+
+
+def _print_item(console: Any, item: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    console.print(
+        Text.assemble(
+            (f"{item.kind} {item.name}", "bold"), f": plugin {item.plugin} ({item.version})"
+        )
+    )
+    if item.summary:
+        console.print(item.summary, markup=False)
+    for key, value in item.details.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        console.print(f"  {key.replace('_', ' ')}: {shown if shown != '' else '-'}", markup=False)
+    if item.parameters:
+        table = Table("parameter", "type", "default", "range", "description")
+        for p in item.parameters:
+            default = "(required)" if p.required else _shown(p.default)
+            table.add_row(*_cells(p.name, p.type, default, p.range or "", p.description or ""))
+        console.print(table)
+    elif item.kind in ("technique", "workload", "accuracy task"):
+        console.print("  parameters: none")
+
+
+def _cells(*texts: str) -> list[Any]:
+    """Table cells shown as they are: ``list[int]`` is not rich markup."""
+    from rich.text import Text
+
+    return [Text(text) for text in texts]
+
+
+def _shown(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
 
 
 @click.command()

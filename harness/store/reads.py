@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Select, case, func, select
 
-from harness.results import DONE_STATUSES, STATUSES, MetricDef
+from harness.results import DONE_STATUSES, METRIC_KINDS, STATUSES, MetricDef, kind_from_name
 from harness.store.frames import RUN_COLUMNS, cells_table
 from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run, Sample
 
@@ -51,6 +51,7 @@ def metric_defs(connection: Connection) -> dict[str, MetricDef]:
             unit=row.unit,
             higher_is_better=bool(row.higher_is_better),
             description=row.description,
+            kind=row.kind if row.kind in METRIC_KINDS else kind_from_name(row.name),
         )
         for row in rows
     }

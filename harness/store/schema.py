@@ -189,3 +189,5 @@ class MetricDefRow(Base):
     unit: Mapped[str] = mapped_column(String(64))
     higher_is_better: Mapped[bool] = mapped_column(Boolean)
     description: Mapped[str] = mapped_column(Text)
+    # harness.results.METRIC_KINDS; rows of older databases get theirs from the name (0007)
+    kind: Mapped[str] = mapped_column(String(32), default="other")

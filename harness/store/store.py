@@ -283,6 +283,7 @@ class Store:
                 unit=d.unit,
                 higher_is_better=d.higher_is_better,
                 description=d.description,
+                kind=d.kind,
             )
             for d in {d.name: d for d in defs}.values()
         ]

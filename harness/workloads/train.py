@@ -307,7 +307,11 @@ METRICS = [
     MetricDef("train.loss_first", "nats", False, "training loss of the first timed step"),
     MetricDef("train.loss_final", "nats", False, "training loss of the last timed step"),
     MetricDef(
-        "train.eval_perplexity", "ppl", False, "exp(mean NLL) on held-out eval-split windows"
+        "train.eval_perplexity",
+        "ppl",
+        False,
+        "exp(mean NLL) on held-out eval-split windows",
+        kind="accuracy",
     ),
 ]
 

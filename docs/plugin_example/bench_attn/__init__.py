@@ -1,11 +1,13 @@
-"""Example bench plugin: run the model with another attention kernel.
+"""Example bench plugin: run the model with another attention kernel, and check what it writes.
 
-Installed with ``pip install ./docs/plugin_example``, it adds the technique ``attn-impl``
-to every suite:
+Installed with ``pip install -e ./docs/plugin_example``, it adds the technique
+``attn-impl`` and the accuracy task ``greedy-match`` to every suite:
 
     techniques:
       - baseline
       - attn-impl: {implementation: eager}
+    accuracy:
+      - greedy-match: {prompts: 4}
 """
 
 from __future__ import annotations
@@ -14,7 +16,21 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, MetricDef, Prepared, Skip, Technique, hookimpl
+from bench_attn.greedy_match import GREEDY_MATCH, GreedyMatch
+from harness import (
+    Config,
+    Context,
+    Environment,
+    MetricDef,
+    Prepared,
+    Skip,
+    Technique,
+    Workload,
+    hookimpl,
+)
+
+# The bench plugin API versions this plugin works with (bench refuses it otherwise).
+BENCH_PLUGIN_API = ">=1.0,<2"
 
 
 class AttnConfig(Config):
@@ -23,7 +39,7 @@ class AttnConfig(Config):
     )
 
 
-class AttnImpl(Technique):
+class AttnImpl(Technique[AttnConfig]):
     """Switch the attention kernel; weights stay as loaded, so no reload is needed."""
 
     name = "attn-impl"
@@ -53,5 +69,13 @@ def register_techniques() -> list[type[Technique]]:
 
 
 @hookimpl
+def register_workloads() -> list[type[Workload]]:
+    return [GreedyMatch]
+
+
+@hookimpl
 def register_metrics() -> list[MetricDef]:
-    return [MetricDef("attn.layers_switched", "layers", False, "layers whose kernel changed")]
+    return [
+        MetricDef("attn.layers_switched", "layers", False, "layers whose kernel changed"),
+        GREEDY_MATCH,
+    ]
