@@ -116,7 +116,7 @@ class Worker:
         except Skip as exc:
             status, reason = "skipped", exc.reason
         except MemoryError as exc:
-            status, reason = "oom_host", f"host out of memory: {exc}"
+            status, reason = "oom_host", f"host out of memory ({_summary(exc)})"
         except BenchError as exc:
             status, reason = "error", str(exc)
         except Exception as exc:

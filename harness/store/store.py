@@ -303,6 +303,12 @@ class Store:
         with self._read() as connection:
             return reads.done_keys(connection, machine_id, keys)
 
+    def cell_durations(self) -> dict[tuple[str, str], list[float]]:
+        """How long each ``ok`` cell took, s, by (model, workload name): the history that
+        ``bench check`` estimates a suite's wall time from."""
+        with self._read() as connection:
+            return reads.cell_durations(connection)
+
     def metric_defs(self) -> dict[str, MetricDef]:
         """All stored metric definitions by name, sorted by name."""
         with self._read() as connection:
