@@ -136,9 +136,10 @@ def read_suite_text(path: Path) -> str:
 
 def _looks_like_text(data: bytes) -> bool:
     """Whether undecodable ``data`` is text in a legacy 8-bit encoding rather than binary:
-    almost no control bytes besides tab and line breaks."""
+    mostly printable ASCII (YAML's syntax is ASCII), almost no other control bytes."""
+    ascii_text = sum(1 for b in data if 0x20 <= b < 0x7F or b in (0x09, 0x0A, 0x0D))
     controls = sum(1 for b in data if b < 0x20 and b not in (0x09, 0x0A, 0x0D))
-    return controls <= len(data) // 200
+    return ascii_text >= 0.7 * len(data) and controls <= len(data) // 200
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -194,8 +195,9 @@ def parse_suite(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
         SuiteError: malformed YAML, a duplicated key, nesting deeper than
             :data:`MAX_DEPTH`, or aliases that expand too far; one line naming the line.
     """
-    loader = _SuiteLoader(text, path)
+    loader = None
     try:
+        loader = _SuiteLoader(text, path)  # the reader checks the characters here
         node = loader.get_single_node()
         if node is None:
             return None, None
@@ -217,7 +219,8 @@ def parse_suite(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: malformed YAML ({one_line(str(exc))}). Fix the syntax.") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return node, data
 
 
