@@ -121,7 +121,7 @@ def exit_reason(code: int | None, exc: BaseException) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        what = " (abort: a library's internal check failed)" if -code == signal.SIGABRT else ""
+        what = " (the process aborted)" if -code == signal.SIGABRT else ""
         return f"worker killed by {name}{what}"
     return f"worker exited with code {code}"
 

@@ -1,4 +1,5 @@
-"""The runner end to end on the tiny built-in model: statuses, timeouts, crashes, resume."""
+"""The runner end to end on the tiny built-in model: statuses, timeouts, crashes, resume,
+and each kind of worker fault (abort, exit, out of host memory, SIGKILL from outside)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,100 @@ def test_the_suite_names_its_reference_stack(tmp_path: Path, db_url: str) -> Non
         assert bool(ref["reference"]) and ref["latency.speedup"] == 1.0
         expected = ref["latency.tpot_s"] / rows.loc["baseline"]["latency.tpot_s"]
         assert rows.loc["baseline"]["latency.speedup"] == pytest.approx(expected, rel=1e-12)
+
+
+# --- worker faults, one run: each fault is followed by a cell on a fresh worker -------------
+
+FAULTS = """\
+name: faults
+models: [tiny-random-llama]
+devices: [cpu]
+workload:
+  generate: {{prompt_tokens: 8, new_tokens: 3}}
+techniques:
+  - {{pid: {{tag: 0}}}}
+  - aborty
+  - {{pid: {{tag: 1}}}}
+  - exity
+  - {{pid: {{tag: 2}}}}
+  - {{hog: {{via: python}}}}
+  - {{pid: {{tag: 3}}}}
+  - {{hog: {{via: torch}}}}
+  - {{pid: {{tag: 4}}}}
+  - {{victim: {{pidfile: {pidfile}}}}}
+  - {{pid: {{tag: 5}}}}
+policy: {{warmup: 0, repeats: 1, timeout_s: 300}}
+"""
+
+
+@dataclass(frozen=True)
+class FaultRun:
+    returncode: int
+    stdout: str
+    cells: dict[str, tuple[str, str | None]]  # technique label -> (status, reason)
+    pids: dict[str, float]  # pid(tag=N) label -> the worker's process id
+
+
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
+    """``bench run`` of FAULTS; the victim's worker is SIGKILLed from here."""
+    tmp = tmp_path_factory.mktemp("faults")
+    pidfile = tmp / "victim.pid"
+    suite = tmp / "faults.yaml"
+    suite.write_text(FAULTS.format(pidfile=pidfile))
+    db = f"sqlite:///{tmp / 'bench.db'}"
+    plugins = str(ROOT / "tests" / "plugins")
+    env = {**os.environ, "BENCH_PLUGINS": "bench_testplugins"}
+    env["PYTHONPATH"] = os.pathsep.join([plugins, str(ROOT)])
+    out = tmp / "stdout.txt"
+    with out.open("w") as stdout:
+        proc = subprocess.Popen(
+            [*BENCH, "run", str(suite), "--db", db], env=env, stdout=stdout, stderr=stdout
+        )
+        deadline = time.time() + 900
+        while not pidfile.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        proc.wait(timeout=900)
+    frame = Store.open(db, read_only=True).cells_frame()
+    cells = {r.technique: (r.status, r.reason) for r in frame.itertuples()}
+    pids = dict(zip(frame["technique"], frame.get("test.worker_pid", []), strict=False))
+    return FaultRun(proc.returncode, out.read_text(), cells, pids)
+
+
+def test_worker_abort_is_a_crashed_cell(fault_run: FaultRun) -> None:
+    assert fault_run.cells["aborty"] == ("crashed", "worker killed by SIGABRT (the process aborted)")
+
+
+def test_worker_sys_exit_is_a_crashed_cell(fault_run: FaultRun) -> None:
+    assert fault_run.cells["exity"] == ("crashed", "worker exited with code 3")
+
+
+@pytest.mark.parametrize("via", ["python", "torch"])
+def test_worker_out_of_host_memory_is_an_oom_host_cell(fault_run: FaultRun, via: str) -> None:
+    status, reason = fault_run.cells["hog" if via == "python" else f"hog(via={via})"]
+    assert status == "oom_host"
+    expected = "MemoryError" if via == "python" else "DefaultCPUAllocator: can't allocate memory"
+    assert reason is not None and reason.startswith("host out of memory (") and expected in reason
+
+
+def test_worker_sigkilled_from_outside_is_an_oom_host_cell(fault_run: FaultRun) -> None:
+    (label,) = [t for t in fault_run.cells if t.startswith("victim")]
+    status, reason = fault_run.cells[label]
+    assert status == "oom_host"
+    assert reason is not None and reason.startswith("worker killed by SIGKILL")
+
+
+def test_after_each_worker_fault_the_next_cell_runs_on_a_fresh_worker(
+    fault_run: FaultRun,
+) -> None:
+    tags = [f"pid(tag={i})" if i else "pid" for i in range(6)]
+    assert [fault_run.cells[t][0] for t in tags] == ["ok"] * 6, fault_run.stdout
+    pids = [fault_run.pids[t] for t in tags]
+    assert len(set(pids)) == 6, pids  # each fault's worker was replaced
+
+
+def test_worker_faults_make_the_run_exit_1(fault_run: FaultRun) -> None:
+    assert fault_run.returncode == 1, fault_run.stdout
+    assert "5 cell(s) failed" in fault_run.stdout
