@@ -30,7 +30,6 @@ from harness.results import CellResult, Status, Value
 from harness.suite import Cell, ModelSpec
 from harness.textsources import resolve_text_source
 
-
 #: What torch's CPU allocator says when the host refuses memory (a RuntimeError).
 HOST_OOM = "DefaultCPUAllocator: can't allocate memory"
 
