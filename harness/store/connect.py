@@ -222,12 +222,21 @@ def probe_sqlite_file(path: Path, *, read_only: bool) -> None:
                 revisions = [
                     row[0] for row in connection.execute(f"SELECT version_num FROM {VERSION_TABLE}")
                 ]
+            # A writer would add rows to a damaged file before tripping over the damage:
+            # check every page first (linear in the file's size, read-only).
+            problems = [] if read_only else _quick_check(connection)
         finally:
             connection.close()
     except sqlite3.Error as exc:
         raise StoreError(
             f"{path}: not a readable SQLite database ({exc}). {fix_for(exc, str(path), fix)}"
         ) from exc
+    if problems:
+        raise StoreError(
+            f"{path}: the results database is damaged ({problems[0]}); nothing was written. "
+            f"Restore it from a copy (or salvage it with 'sqlite3 {path} .recover'), or pass "
+            "--db with another file."
+        )
     check_schema(str(path), revisions, tables, read_only=read_only)
     reason = None if read_only else read_only_reason(path)
     if reason is not None:
@@ -235,6 +244,15 @@ def probe_sqlite_file(path: Path, *, read_only: bool) -> None:
             f"{path}: cannot write the results database: {reason}. Make it writable, or "
             "pass --db with another file ('bench results' and the dashboard can still read it)."
         )
+
+
+def _quick_check(connection: sqlite3.Connection) -> list[str]:
+    """SQLite's ``quick_check`` of every page: the problems found (none: empty list)."""
+    rows = [str(row[0]) for row in connection.execute("PRAGMA quick_check(1)")]
+    if rows == ["ok"]:
+        return []
+    lines = [line.strip() for row in rows for line in row.splitlines()]
+    return [line for line in lines if line and not line.startswith("***")] or ["quick_check"]
 
 
 def prepare_schema(engine: Engine, where: str, *, read_only: bool) -> None:
@@ -338,6 +356,11 @@ def fix_for(exc: BaseException, path: str, default: str) -> str:
         )
     if "readonly" in message or "read-only" in message:
         return f"Make {path} and its folder writable, or pass --db with another file."
+    if "password authentication failed" in message or "no password supplied" in message:
+        return (
+            "Check the user name and password in the URL (or PGPASSWORD, ~/.pgpass), "
+            "or pass --db with another URL."
+        )
     if "malformed" in message or "not a database" in message:
         return (
             f"{path} is damaged: restore it from a copy (or salvage it with "
