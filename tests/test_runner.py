@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,7 +244,10 @@ def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
 
 
 def test_worker_abort_is_a_crashed_cell(fault_run: FaultRun) -> None:
-    assert fault_run.cells["aborty"] == ("crashed", "worker killed by SIGABRT (the process aborted)")
+    assert fault_run.cells["aborty"] == (
+        "crashed",
+        "worker killed by SIGABRT (the process aborted)",
+    )
 
 
 def test_worker_sys_exit_is_a_crashed_cell(fault_run: FaultRun) -> None:
@@ -277,3 +281,131 @@ def test_after_each_worker_fault_the_next_cell_runs_on_a_fresh_worker(
 def test_worker_faults_make_the_run_exit_1(fault_run: FaultRun) -> None:
     assert fault_run.returncode == 1, fault_run.stdout
     assert "5 cell(s) failed" in fault_run.stdout
+
+
+# --- runner faults: killed or out of disk in the middle of writing a cell --------------------
+
+# Runs `bench` with a SQLAlchemy hook that, while the second cell is being written (its row
+# and metrics inserted, not committed), SIGKILLs the runner (FAULT=kill) or, just before it,
+# fills the file system that holds the database (FAULT=fill, FAULT_ARG=filler path).
+FAULTY_BENCH = """
+import errno, os, signal, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+FAULT, ARG = os.environ["FAULT"], os.environ.get("FAULT_ARG", "")
+cells = 0
+
+
+def fill(path):
+    with open(path, "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\\0" * 65536)
+                filler.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def before(conn, cursor, statement, parameters, context, executemany):
+    global cells
+    if statement.lstrip().upper().startswith("INSERT INTO CELLS"):
+        cells += 1
+        if FAULT == "fill" and cells == 2:
+            fill(ARG)
+
+
+@event.listens_for(Engine, "after_cursor_execute")
+def after(conn, cursor, statement, parameters, context, executemany):
+    metrics = statement.lstrip().upper().startswith("INSERT INTO METRICS")
+    if FAULT == "kill" and cells == 2 and metrics:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+from harness.cli import main
+
+main()
+"""
+
+
+def faulty_bench(
+    tmp_path: Path, fault: str, *args: str, arg: str = ""
+) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "faulty_bench.py"
+    script.write_text(FAULTY_BENCH)
+    env = {**os.environ, "FAULT": fault, "FAULT_ARG": arg, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env
+    )
+
+
+def integrity(db_path: Path) -> tuple[str, list[tuple[str, int]], int]:
+    """(integrity_check, cells per key, metrics whose cell is missing)."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as raw:
+        check = raw.execute("PRAGMA integrity_check").fetchone()[0]
+        keys = raw.execute("select key, count(*) from cells group by key").fetchall()
+        orphans = raw.execute(
+            "select count(*) from metrics where cell_id not in (select id from cells)"
+        ).fetchone()[0]
+    raw.close()
+    return check, keys, orphans
+
+
+def test_runner_killed_while_writing_leaves_an_intact_database_and_resumes(
+    tmp_path: Path, db_url: str
+) -> None:
+    suite = suite_file(tmp_path, "[baseline, {precision: {dtype: bf16}}]", name="killed")
+    db_path = Path(db_url.removeprefix("sqlite:///"))
+    killed = faulty_bench(tmp_path, "kill", "run", str(suite), "--db", db_url)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    check, keys, orphans = integrity(db_path)
+    assert check == "ok" and orphans == 0
+    assert len(keys) == 1  # the first cell; the second was in flight and is gone entirely
+    done = bench("run", str(suite), "--db", db_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check, keys, orphans = integrity(db_path)
+    assert check == "ok" and orphans == 0
+    assert len(keys) == 4 and {count for _, count in keys} == {1}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs mounted for this test (as root), else the test is skipped."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a small tmpfs, and mounting one needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_disk_full_while_writing_is_one_clear_error_and_nothing_half_written(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    suite = suite_file(tmp_path, "[baseline, {precision: {dtype: bf16}}]", name="full")
+    db_path = small_disk / "bench.db"
+    db_url = f"sqlite:///{db_path}"
+    filler = small_disk / "filler"
+    full = faulty_bench(tmp_path, "fill", "run", str(suite), "--db", db_url, arg=str(filler))
+    assert full.returncode == 2, full.stdout + full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ERROR: {db_path}: cannot write"), full.stderr
+    assert "disk is full" in lines[0] and "nothing of this write was stored" in lines[0]
+    filler.unlink()
+    check, keys, orphans = integrity(db_path)
+    assert check == "ok" and orphans == 0 and len(keys) == 1
+    done = bench("run", str(suite), "--db", db_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check, keys, orphans = integrity(db_path)
+    assert check == "ok" and orphans == 0
+    assert len(keys) == 4 and {count for _, count in keys} == {1}
