@@ -36,7 +36,7 @@ class Environment:
 
     Attributes:
         device: the cell's torch device string.
-        cuda: whether CUDA is usable.
+        cuda: whether CUDA is usable for this device (False for a GPU index the machine lacks).
         gpu_name: name of the cell's GPU, if any.
         cuda_capability: compute capability (major, minor) of the cell's GPU, if any.
     """
@@ -78,6 +78,8 @@ class Environment:
         cuda = torch.cuda.is_available()
         if device.startswith("cuda") and cuda:
             index = torch.device(device).index or 0
+            if index >= torch.cuda.device_count():
+                return cls(device, False)  # a GPU this machine lacks: its cells are skipped
             return cls(
                 device,
                 True,

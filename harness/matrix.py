@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import SuiteError
 from harness.suite_yaml import dotted as _dotted
+from harness.suite_yaml import short
 from harness.suite_yaml import where as _where
 from harness.suitefile import ModelSpec, Policy, StackItem, SuiteFile
 
@@ -30,6 +31,39 @@ if TYPE_CHECKING:
 # Bump when the measurement protocol changes: it is part of every cell key, so results of an
 # older protocol are never compared with (or resumed as) new ones.
 PROTOCOL_VERSION = 1
+
+#: Most cells a suite may expand into unless ``--max-cells`` raises the limit.
+MAX_CELLS = 10_000
+
+
+class TooManyCells(SuiteError):
+    """The matrix has more cells than the limit (``bench check/run --max-cells``).
+
+    Attributes:
+        path: the suite file.
+        cells: the matrix size before ``exclude`` and duplicate stacks.
+        limit: the limit it exceeds.
+        exact: ``cells`` is the count (the suite has no ``exclude`` rules); else the
+            matrix has more than ``limit`` cells and at most ``cells``.
+        spec: the validated suite file.
+    """
+
+    def __init__(self, path: Path, cells: int, limit: int, *, exact: bool, spec: SuiteFile) -> None:
+        self.path, self.cells, self.limit, self.exact = path, cells, limit, exact
+        self.spec = spec
+        super().__init__(self.message())
+
+    def message(self, estimate: str = "") -> str:
+        """The error line; ``estimate`` (e.g. "about 3 days") is added after the count."""
+        count = f"{self.cells:,} cells" if self.exact else f"more than {self.limit:,} cells"
+        if not self.exact:
+            count += f" (up to {self.cells:,} before 'exclude')"
+        shown = f", {estimate}" if estimate else ""
+        return (
+            f"{self.path}: the matrix has {count}{shown}; the limit is {self.limit:,}. "
+            "Shorten the lists or add 'exclude' rules, or pass "
+            f"--max-cells {self.cells} to measure them all."
+        )
 
 
 @dataclass(frozen=True)
@@ -211,6 +245,40 @@ def expand(
                     )
 
 
+def matrix_size(spec: SuiteFile, registry: Registry, devices: Sequence[str] | None = None) -> int:
+    """How many cells ``spec`` expands into before ``exclude`` and duplicate stacks drop
+    some: models × devices × stacks × workload variants, counted without building any.
+
+    Names that are not installed count as one variant; :func:`expand` reports them.
+    """
+    techniques, workloads = registry.techniques, registry.workloads
+
+    def variants(params: Mapping[str, Any] | None, model: type[BaseModel] | None) -> int:
+        list_fields = _list_fields(model) if model is not None else set()
+        count = 1
+        for k, v in (params or {}).items():
+            if isinstance(v, list) and (k not in list_fields or (v and isinstance(v[0], list))):
+                count *= len(v)
+        return count
+
+    ((wname, wparams),) = spec.workload.items()
+    wcls = workloads.get(wname)
+    workload_count = variants(wparams, wcls.Params if wcls is not None else None)
+    stack_count = 0
+    for entry in spec.techniques if spec.techniques is not None else [[]]:
+        try:
+            items = _stack_items(entry)
+        except ValueError:
+            items = []
+        count = 1
+        for name, params in items:
+            cls = techniques.get(name)
+            count *= variants(params, cls.Config if cls is not None else None)
+        stack_count += count
+    wanted = resolve_devices(spec.devices, devices if devices is not None else detect_devices())
+    return len(spec.models) * len(wanted) * stack_count * workload_count
+
+
 def _stacks(
     entry: StackItem | list[StackItem],
     registry: Registry,
@@ -296,7 +364,9 @@ def _validate(
         field = ".".join(str(p) for p in err["loc"]) or "parameters"
         allowed = ", ".join(model.model_fields) or "no parameters"
         got = (
-            f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") else ""
+            f" (got {short(err['input'])})"
+            if err["type"] not in ("extra_forbidden", "missing")
+            else ""
         )
         raise SuiteError(
             f"{_where(path, node, [*loc, *err['loc']])}: {what}: {field}: {err['msg']}{got}. "

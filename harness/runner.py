@@ -76,6 +76,10 @@ class WorkerHandle:
             self.conn.send(cell)
             if self.conn.poll(cell.policy.timeout_s):
                 _, result = self.conn.recv()
+                if result.status == "oom_host":
+                    # A worker that ran out of host memory may hold on to some of it, or to
+                    # half-built state: the next cell gets a fresh process.
+                    self.stop()
                 return result
             self.kill()
             reason = f"cell ran longer than {cell.policy.timeout_s:g} s"
@@ -89,8 +93,7 @@ class WorkerHandle:
             if code == -signal.SIGKILL:
                 reason = "worker killed by SIGKILL (most likely the kernel's out-of-memory killer)"
                 return cell_result(cell, "oom_host", reason, started)
-            detail = f"worker exited with code {code}" if code is not None else repr(exc)
-            return cell_result(cell, "crashed", detail, started)
+            return cell_result(cell, "crashed", exit_reason(code, exc), started)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.is_alive():
@@ -107,6 +110,20 @@ class WorkerHandle:
             except (BrokenPipeError, OSError):
                 pass
         self.kill()
+
+
+def exit_reason(code: int | None, exc: BaseException) -> str:
+    """Why a worker process ended: its exit code, or the signal that killed it."""
+    if code is None:
+        return f"worker connection lost ({type(exc).__name__}: {exc})"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        what = " (the process aborted)" if -code == signal.SIGABRT else ""
+        return f"worker killed by {name}{what}"
+    return f"worker exited with code {code}"
 
 
 def order_cells(cells: Iterable[Cell], registry: Registry) -> list[Cell]:

@@ -5,12 +5,18 @@ Parsed suites are expanded into cells by ``harness.matrix``; ``harness.suite`` l
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from harness.strict import StrictNumbers
+
+#: A device a suite may name. A well-formed one this machine lacks is a skipped cell.
+DEVICE_NAME = re.compile(r"auto|cpu|all-gpus|cuda(:(0|[1-9][0-9]*))?")
 
 
-class _Strict(BaseModel):
+class _Strict(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -81,8 +87,10 @@ class SuiteFile(_Strict):
     @classmethod
     def _devices(cls, v: list[str]) -> list[str]:
         for d in v:
-            if d not in ("auto", "cpu", "all-gpus") and not d.startswith("cuda"):
-                raise ValueError(f"unknown device {d!r}: use auto, cpu, cuda:N or all-gpus")
+            if not DEVICE_NAME.fullmatch(d):
+                raise ValueError(
+                    f"unknown device {d!r}: use auto, cpu, cuda, cuda:N (N = 0, 1, ...) or all-gpus"
+                )
         return v
 
 

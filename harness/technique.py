@@ -10,9 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from harness.errors import Skip
+from harness.strict import StrictNumbers
 
 if TYPE_CHECKING:
     from harness.environment import Environment
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 Kind = Literal["inference", "training"]
 
 
-class Config(BaseModel):
-    """Base of every technique's parameters. Unknown keys are errors, values are frozen."""
+class Config(StrictNumbers):
+    """Base of every technique's parameters. Unknown keys are errors, values are frozen;
+    numeric fields refuse booleans and non-finite floats (``harness.strict``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

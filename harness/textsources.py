@@ -41,10 +41,13 @@ _TEXT_SUFFIXES = (".txt", ".md")
 class TextSource:
     """Recognises one kind of text reference and loads its splits.
 
-    Subclasses set ``name`` and implement ``matches``, ``check`` and ``load``.
+    Subclasses set ``name`` and implement ``matches``, ``check`` and ``load``; one whose
+    ``load`` may need the network sets ``remote``, and ``bench check`` then does not load
+    it to compare its length with what the suite's tasks need.
     """
 
     name: ClassVar[str]
+    remote: ClassVar[bool] = False
 
     @classmethod
     def matches(cls, ref: str) -> bool:
@@ -173,6 +176,7 @@ class HFDatasetSource(TextSource):
     """A Hugging Face dataset through the optional ``datasets`` package."""
 
     name: ClassVar[str] = "hf-dataset"
+    remote: ClassVar[bool] = True
 
     @classmethod
     def matches(cls, ref: str) -> bool:

@@ -30,6 +30,9 @@ from harness.results import CellResult, Status, Value
 from harness.suite import Cell, ModelSpec
 from harness.textsources import resolve_text_source
 
+#: What torch's CPU allocator says when the host refuses memory (a RuntimeError).
+HOST_OOM = "DefaultCPUAllocator: can't allocate memory"
+
 
 def _die_with_parent() -> None:
     """Ask Linux to kill this worker when the runner dies (even by SIGKILL)."""
@@ -116,12 +119,14 @@ class Worker:
         except Skip as exc:
             status, reason = "skipped", exc.reason
         except MemoryError as exc:
-            status, reason = "oom_host", f"host out of memory: {exc}"
+            status, reason = "oom_host", f"host out of memory ({_summary(exc)})"
         except BenchError as exc:
             status, reason = "error", str(exc)
         except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (device)
                 status, reason = "oom", str(exc).splitlines()[0]
+            elif HOST_OOM in str(exc):  # torch's CPU allocator raises RuntimeError
+                status, reason = "oom_host", f"host out of memory ({_summary(exc)})"
             else:
                 status, reason = "error", _summary(exc)
         finally:

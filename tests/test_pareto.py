@@ -1,4 +1,5 @@
-"""Tests for dashboard.pareto.pareto_front: exact masks on hand-checked tables."""
+"""Tests for dashboard.pareto.pareto_front: exact masks on hand-checked tables, and a property
+test against a brute-force reference over generated points."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dashboard.pareto import pareto_front
 
@@ -104,3 +107,67 @@ def test_integer_and_object_columns_are_coerced() -> None:
 def test_bad_arguments(minimize: list[str], maximize: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         pareto_front(pd.DataFrame({"a": [1.0]}), minimize=minimize, maximize=maximize)
+
+
+# --- property: pareto_front equals a brute-force reference -----------------------------------
+
+# Values with ties, duplicates, NaN and infinities drawn often.
+COORDINATES = st.sampled_from([0.0, 1.0, 2.0, math.nan, math.inf, -math.inf]) | st.floats(
+    allow_nan=True, allow_infinity=True, width=32
+)
+
+
+def brute_force_front(rows: list[list[float]], senses: list[str]) -> list[bool]:
+    """On the front: no NaN objective, and no other NaN-free row is no worse in every
+    objective and strictly better in one (lower for 'min', higher for 'max')."""
+
+    def cost(row: list[float]) -> list[float]:
+        return [v if s == "min" else -v for v, s in zip(row, senses, strict=True)]
+
+    valid = [not any(math.isnan(v) for v in row) for row in rows]
+    front = []
+    for i, row in enumerate(rows):
+        if not valid[i]:
+            front.append(False)
+            continue
+        mine = cost(row)
+        dominated = False
+        for j, other in enumerate(rows):
+            if j == i or not valid[j]:
+                continue
+            theirs = cost(other)
+            no_worse = all(t <= m for t, m in zip(theirs, mine, strict=True))
+            better = any(t < m for t, m in zip(theirs, mine, strict=True))
+            dominated = dominated or (no_worse and better)
+        front.append(not dominated)
+    return front
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> tuple[list[list[float]], list[str]]:
+    k = draw(st.integers(1, 3))
+    senses = draw(st.lists(st.sampled_from(["min", "max"]), min_size=k, max_size=k))
+    base = draw(st.lists(st.lists(COORDINATES, min_size=k, max_size=k), min_size=1, max_size=8))
+    # Duplicate some rows exactly, and sometimes make every row equal.
+    rows = base + draw(st.lists(st.sampled_from(base), max_size=4))
+    if draw(st.booleans()) and draw(st.booleans()):
+        rows = [rows[0]] * len(rows)
+    return rows, senses
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(table=tables())
+def test_pareto_front_matches_brute_force(table: tuple[list[list[float]], list[str]]) -> None:
+    rows, senses = table
+    columns = [f"c{i}" for i in range(len(senses))]
+    df = pd.DataFrame(rows, columns=columns)
+    minimize = [c for c, s in zip(columns, senses, strict=True) if s == "min"]
+    maximize = [c for c, s in zip(columns, senses, strict=True) if s == "max"]
+    assert mask(df, minimize, maximize) == brute_force_front(rows, senses)
+
+
+@given(point=st.lists(COORDINATES, min_size=1, max_size=3))
+@settings(max_examples=50, deadline=None, derandomize=True)
+def test_one_point_is_on_the_front_unless_it_has_nan(point: list[float]) -> None:
+    df = pd.DataFrame([point], columns=[f"c{i}" for i in range(len(point))])
+    assert mask(df, list(df.columns), []) == [not any(math.isnan(v) for v in point)]

@@ -1,4 +1,5 @@
-"""The runner end to end on the tiny built-in model: statuses, timeouts, crashes, resume."""
+"""The runner end to end on the tiny built-in model: statuses, timeouts, crashes, resume,
+and each kind of worker fault (abort, exit, out of host memory, SIGKILL from outside)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -258,3 +261,231 @@ def test_a_new_plugin_version_is_measured_again_and_unregistered_metrics_are_rep
     assert techniques == {1: ["baseline", "baseline", "bump", "bump"], 2: ["bump", "bump"]}
     versions = {run: json.loads(env).get("bench-bump") for run, _, env in per_run}
     assert versions == {1: "1.0.0", 2: "1.1.0"}
+
+
+# --- worker faults, one run: each fault is followed by a cell on a fresh worker -------------
+
+FAULTS = """\
+name: faults
+models: [tiny-random-llama]
+devices: [cpu]
+workload:
+  generate: {{prompt_tokens: 8, new_tokens: 3}}
+techniques:
+  - {{pid: {{tag: 0}}}}
+  - aborty
+  - {{pid: {{tag: 1}}}}
+  - exity
+  - {{pid: {{tag: 2}}}}
+  - {{hog: {{via: python}}}}
+  - {{pid: {{tag: 3}}}}
+  - {{hog: {{via: torch}}}}
+  - {{pid: {{tag: 4}}}}
+  - {{victim: {{pidfile: {pidfile}}}}}
+  - {{pid: {{tag: 5}}}}
+policy: {{warmup: 0, repeats: 1, timeout_s: 300}}
+"""
+
+
+@dataclass(frozen=True)
+class FaultRun:
+    returncode: int
+    stdout: str
+    cells: dict[str, tuple[str, str | None]]  # technique label -> (status, reason)
+    pids: dict[str, float]  # pid(tag=N) label -> the worker's process id
+
+
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
+    """``bench run`` of FAULTS; the victim's worker is SIGKILLed from here."""
+    tmp = tmp_path_factory.mktemp("faults")
+    pidfile = tmp / "victim.pid"
+    suite = tmp / "faults.yaml"
+    suite.write_text(FAULTS.format(pidfile=pidfile))
+    db = f"sqlite:///{tmp / 'bench.db'}"
+    plugins = str(ROOT / "tests" / "plugins")
+    env = {**os.environ, "BENCH_PLUGINS": "bench_testplugins"}
+    env["PYTHONPATH"] = os.pathsep.join([plugins, str(ROOT)])
+    out = tmp / "stdout.txt"
+    with out.open("w") as stdout:
+        proc = subprocess.Popen(
+            [*BENCH, "run", str(suite), "--db", db], env=env, stdout=stdout, stderr=stdout
+        )
+        deadline = time.time() + 900
+        while not pidfile.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        proc.wait(timeout=900)
+    frame = Store.open(db, read_only=True).cells_frame()
+    cells = {r.technique: (r.status, r.reason) for r in frame.itertuples()}
+    pids = dict(zip(frame["technique"], frame.get("test.worker_pid", []), strict=False))
+    return FaultRun(proc.returncode, out.read_text(), cells, pids)
+
+
+def test_worker_abort_is_a_crashed_cell(fault_run: FaultRun) -> None:
+    assert fault_run.cells["aborty"] == (
+        "crashed",
+        "worker killed by SIGABRT (the process aborted)",
+    )
+
+
+def test_worker_sys_exit_is_a_crashed_cell(fault_run: FaultRun) -> None:
+    assert fault_run.cells["exity"] == ("crashed", "worker exited with code 3")
+
+
+@pytest.mark.parametrize("via", ["python", "torch"])
+def test_worker_out_of_host_memory_is_an_oom_host_cell(fault_run: FaultRun, via: str) -> None:
+    status, reason = fault_run.cells["hog" if via == "python" else f"hog(via={via})"]
+    assert status == "oom_host"
+    expected = "MemoryError" if via == "python" else "DefaultCPUAllocator: can't allocate memory"
+    assert reason is not None and reason.startswith("host out of memory (") and expected in reason
+
+
+def test_worker_sigkilled_from_outside_is_an_oom_host_cell(fault_run: FaultRun) -> None:
+    (label,) = [t for t in fault_run.cells if t.startswith("victim")]
+    status, reason = fault_run.cells[label]
+    assert status == "oom_host"
+    assert reason is not None and reason.startswith("worker killed by SIGKILL")
+
+
+def test_after_each_worker_fault_the_next_cell_runs_on_a_fresh_worker(
+    fault_run: FaultRun,
+) -> None:
+    tags = [f"pid(tag={i})" if i else "pid" for i in range(6)]
+    assert [fault_run.cells[t][0] for t in tags] == ["ok"] * 6, fault_run.stdout
+    pids = [fault_run.pids[t] for t in tags]
+    assert len(set(pids)) == 6, pids  # each fault's worker was replaced
+
+
+def test_worker_faults_make_the_run_exit_1(fault_run: FaultRun) -> None:
+    assert fault_run.returncode == 1, fault_run.stdout
+    assert "5 cell(s) failed" in fault_run.stdout
+
+
+# --- runner faults: killed or out of disk in the middle of writing a cell --------------------
+
+# Runs `bench` with a SQLAlchemy hook that, while the second cell is being written (its row
+# and metrics inserted, not committed), SIGKILLs the runner (FAULT=kill) or, just before it,
+# fills the file system that holds the database (FAULT=fill, FAULT_ARG=filler path).
+FAULTY_BENCH = """
+import errno, os, signal, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+FAULT, ARG = os.environ["FAULT"], os.environ.get("FAULT_ARG", "")
+cells = 0
+
+
+def fill(path):
+    with open(path, "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\\0" * 65536)
+                filler.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def before(conn, cursor, statement, parameters, context, executemany):
+    global cells
+    if statement.lstrip().upper().startswith("INSERT INTO CELLS"):
+        cells += 1
+        if FAULT == "fill" and cells == 2:
+            fill(ARG)
+
+
+@event.listens_for(Engine, "after_cursor_execute")
+def after(conn, cursor, statement, parameters, context, executemany):
+    metrics = statement.lstrip().upper().startswith("INSERT INTO METRICS")
+    if FAULT == "kill" and cells == 2 and metrics:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+from harness.cli import main
+
+main()
+"""
+
+
+def faulty_bench(
+    tmp_path: Path, fault: str, *args: str, arg: str = ""
+) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "faulty_bench.py"
+    script.write_text(FAULTY_BENCH)
+    env = {**os.environ, "FAULT": fault, "FAULT_ARG": arg, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env
+    )
+
+
+def integrity(db_path: Path) -> tuple[str, list[tuple[str, int]], int]:
+    """(integrity_check, cells per key, metrics whose cell is missing)."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as raw:
+        check = raw.execute("PRAGMA integrity_check").fetchone()[0]
+        keys = raw.execute("select key, count(*) from cells group by key").fetchall()
+        orphans = raw.execute(
+            "select count(*) from metrics where cell_id not in (select id from cells)"
+        ).fetchone()[0]
+    raw.close()
+    return check, keys, orphans
+
+
+def test_runner_killed_while_writing_leaves_an_intact_database_and_resumes(
+    tmp_path: Path, db_url: str
+) -> None:
+    suite = suite_file(tmp_path, "[baseline, {precision: {dtype: bf16}}]", name="killed")
+    db_path = Path(db_url.removeprefix("sqlite:///"))
+    killed = faulty_bench(tmp_path, "kill", "run", str(suite), "--db", db_url)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    check, keys, orphans = integrity(db_path)
+    assert check == "ok" and orphans == 0
+    assert len(keys) == 1  # the first cell; the second was in flight and is gone entirely
+    done = bench("run", str(suite), "--db", db_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check, keys, orphans = integrity(db_path)
+    assert check == "ok" and orphans == 0
+    assert len(keys) == 4 and {count for _, count in keys} == {1}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs mounted for this test (as root), else the test is skipped."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a small tmpfs, and mounting one needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_disk_full_while_writing_is_one_clear_error_and_nothing_half_written(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    suite = suite_file(tmp_path, "[baseline, {precision: {dtype: bf16}}]", name="full")
+    db_path = small_disk / "bench.db"
+    db_url = f"sqlite:///{db_path}"
+    filler = small_disk / "filler"
+    full = faulty_bench(tmp_path, "fill", "run", str(suite), "--db", db_url, arg=str(filler))
+    assert full.returncode == 2, full.stdout + full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ERROR: {db_path}: cannot write"), full.stderr
+    assert "disk is full" in lines[0] and "nothing of this write was stored" in lines[0]
+    filler.unlink()
+    check, keys, orphans = integrity(db_path)
+    assert check == "ok" and orphans == 0 and len(keys) == 1
+    done = bench("run", str(suite), "--db", db_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check, keys, orphans = integrity(db_path)
+    assert check == "ok" and orphans == 0
+    assert len(keys) == 4 and {count for _, count in keys} == {1}

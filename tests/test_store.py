@@ -663,6 +663,9 @@ def _pg_bindir() -> Path | None:
     return candidates[0].parent if candidates else None
 
 
+PG_PASSWORD = "s3cret-pw"
+
+
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """Start a PostgreSQL cluster on a free loopback port in a temporary folder."""
@@ -691,8 +694,17 @@ def pg_url() -> Iterator[str]:
     def pg(*args: str) -> None:
         subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
 
+    pwfile = root / "pwfile"
+    pwfile.write_text(PG_PASSWORD + "\n")
+    if as_user:
+        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
     try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
+        # Password authentication over TCP, so a wrong password can be tried.
+        pg(
+            str(bindir / "initdb"),
+            *("-D", str(data), "-U", "postgres", "--no-sync", f"--pwfile={pwfile}"),
+            *("--auth-local=trust", "--auth-host=scram-sha-256"),
+        )
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         log = str(root / "log")
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", log, "-w", "start")
@@ -700,7 +712,7 @@ def pg_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"could not start a PostgreSQL cluster: {exc.stderr.decode()[-300:]}")
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql+psycopg2://postgres:{PG_PASSWORD}@127.0.0.1:{port}/postgres"
     finally:
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)

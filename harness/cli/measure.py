@@ -5,13 +5,56 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from harness.cli.app import db_option, load_registry, open_store
-from harness.errors import EXIT_CELLS_FAILED, BenchError
+from harness.errors import EXIT_CELLS_FAILED, SuiteError
+
+if TYPE_CHECKING:
+    from harness.preflight import Estimate
+
+
+def max_cells_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--max-cells N``: the largest matrix accepted (default 10,000)."""
+    return click.option(
+        "--max-cells",
+        type=click.IntRange(min=1),
+        default=None,
+        help="refuse a suite that expands into more cells than this (default 10,000)",
+    )(f)
+
+
+def load_checked(suite: Path, db: str | None, max_cells: int | None) -> tuple[Any, Any, Estimate]:
+    """Load and validate SUITE exactly as ``bench check`` does; print its warnings.
+
+    Returns:
+        The registry, the suite and its wall-time estimate.
+
+    Raises:
+        SuiteError: the suite, its models or texts are invalid, or the matrix is larger
+            than ``max_cells`` (the message then carries the estimate).
+    """
+    from harness.preflight import cells_per_model, estimate, load_history, preflight
+    from harness.suite import MAX_CELLS, TooManyCells, load_suite
+
+    registry = load_registry()
+    try:
+        spec = load_suite(suite, registry, max_cells=max_cells or MAX_CELLS)
+    except TooManyCells as exc:
+        history, where_from = load_history(db)
+        models = [m if isinstance(m, str) else m.id for m in exc.spec.models]
+        guess = estimate(exc.spec, cells_per_model(models, exc.cells), history, where_from)
+        raise SuiteError(exc.message(str(guess))) from exc
+    for line in preflight(spec, registry):
+        click.echo(line, err=True)
+    history, where_from = load_history(db)
+    guess = estimate(spec.file, Counter(c.model.id for c in spec.cells), history, where_from)
+    return registry, spec, guess
 
 
 @click.command()
@@ -19,16 +62,19 @@ from harness.errors import EXIT_CELLS_FAILED, BenchError
 @db_option
 @click.option("--rerun", is_flag=True, help="measure cells again even if they have results")
 @click.option("--dry-run", is_flag=True, help="print the matrix of cells and exit")
-def run(suite: Path, db: str | None, rerun: bool, dry_run: bool) -> None:
-    """Measure every cell of SUITE; resume where an interrupted run stopped."""
+@max_cells_option
+def run(suite: Path, db: str | None, rerun: bool, dry_run: bool, max_cells: int | None) -> None:
+    """Measure every cell of SUITE; resume where an interrupted run stopped.
+
+    SUITE is validated exactly as 'bench check' validates it before anything is written.
+    """
     from harness import report
     from harness.runner import run_suite
-    from harness.suite import load_suite
 
-    registry = load_registry()
-    spec = load_suite(suite, registry)
+    registry, spec, guess = load_checked(suite, db, max_cells)
     if dry_run:
         report.print_matrix(spec)
+        click.echo(f"{len(spec.cells)} cells, {guess}.")
         return
     store = open_store(db)
     with report.Progress(len(spec.cells)) as progress:
@@ -64,76 +110,14 @@ def _db_arg(db: str | None) -> str:
 
 @click.command()
 @click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
-def check(suite: Path) -> None:
-    """Validate SUITE (schema, techniques, parameters) without loading any model."""
-    from harness.models import resolve_source
-    from harness.suite import load_suite
-
-    registry = load_registry()
-    spec = load_suite(suite, registry)
-    for model in {c.model.id for c in spec.cells}:
-        resolve_source(model, registry.model_sources).check(model)
-    _validate_models(spec, registry)
-    click.echo(f"{suite}: ok, {len(spec.cells)} cells. 'bench run {suite}' measures them.")
-
-
-def _validate_models(spec: Any, registry: Any) -> None:
-    """Ask each technique whether its config fits each model (``Technique.validate_model``).
-
-    Models whose config.json cannot be read without loading or network are left to the
-    worker, where ``prepare`` makes the same check.
-    """
-    import json
-
-    from harness.errors import SuiteError
-
-    configs: dict[str, dict[str, Any] | None] = {}
-    done: set[tuple[str, str, str]] = set()
-    for cell in spec.cells:
-        model_id = cell.model.id
-        if model_id not in configs:
-            configs[model_id] = _model_config(model_id)
-        model_config = configs[model_id]
-        if model_config is None:
-            continue
-        for entry in cell.stack:
-            key = (
-                model_id,
-                entry.name,
-                json.dumps(dict(entry.config), sort_keys=True, default=str),
-            )
-            if key in done:
-                continue
-            done.add(key)
-            try:
-                registry.techniques[entry.name].validate_model(entry.config, model_config)
-            except BenchError as exc:
-                raise SuiteError(f"{spec.path}: model {model_id}: {exc}") from exc
-
-
-def _model_config(model_id: str) -> dict[str, Any] | None:
-    """A model's config.json as a dict, read from disk only: built-in cache, folder, hub cache."""
-    import json
-
-    from harness.assets import BUILTIN_MODELS, cache_dir
-
-    folder = Path(model_id).expanduser()
-    if model_id in BUILTIN_MODELS:
-        path: Path | None = cache_dir() / "models" / model_id / "config.json"
-    elif (folder / "config.json").is_file():
-        path = folder / "config.json"
-    else:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(model_id, "config.json")
-        except ValueError:  # not a hub id
-            return None
-        path = Path(found) if isinstance(found, str) else None
-    if path is None or not path.is_file():
-        return None
-    config: dict[str, Any] = json.loads(path.read_text())
-    return config
+@db_option
+@max_cells_option
+def check(suite: Path, db: str | None, max_cells: int | None) -> None:
+    """Validate SUITE (schema, techniques, parameters, models, texts) without loading any
+    model; print its cell count and an estimate of its wall time (from earlier results in
+    the database, when there are some)."""
+    _, spec, guess = load_checked(suite, db, max_cells)
+    click.echo(f"{suite}: ok, {len(spec.cells)} cells, {guess}. 'bench run {suite}' measures them.")
 
 
 COMMANDS = [run, check]

@@ -99,7 +99,7 @@ def make_engine(url: URL, *, read_only: bool) -> Engine:
         options = {"postgresql_readonly": True} if read_only and backend == "postgresql" else {}
         return create_engine(url, pool_pre_ping=True, execution_options=options)
     if read_only and path is not None:
-        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        uri = _read_only_uri(path)
         engine = create_engine(
             url,
             creator=lambda: sqlite3.connect(
@@ -209,7 +209,7 @@ def probe_sqlite_file(path: Path, *, read_only: bool) -> None:
         return  # an empty file is an empty database
     if header != SQLITE_MAGIC:
         raise StoreError(f"{path}: not a SQLite database. {fix}")
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    uri = _read_only_uri(path)
     try:
         connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
         try:
@@ -222,11 +222,37 @@ def probe_sqlite_file(path: Path, *, read_only: bool) -> None:
                 revisions = [
                     row[0] for row in connection.execute(f"SELECT version_num FROM {VERSION_TABLE}")
                 ]
+            # A writer would add rows to a damaged file before tripping over the damage:
+            # check every page first (linear in the file's size, read-only).
+            problems = [] if read_only else _quick_check(connection)
         finally:
             connection.close()
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: not a readable SQLite database ({exc}). {fix}") from exc
+        raise StoreError(
+            f"{path}: not a readable SQLite database ({exc}). {fix_for(exc, str(path), fix)}"
+        ) from exc
+    if problems:
+        raise StoreError(
+            f"{path}: the results database is damaged ({problems[0]}); nothing was written. "
+            f"Restore it from a copy (or salvage it with 'sqlite3 {path} .recover'), or pass "
+            "--db with another file."
+        )
     check_schema(str(path), revisions, tables, read_only=read_only)
+    reason = None if read_only else read_only_reason(path)
+    if reason is not None:
+        raise StoreError(
+            f"{path}: cannot write the results database: {reason}. Make it writable, or "
+            "pass --db with another file ('bench results' and the dashboard can still read it)."
+        )
+
+
+def _quick_check(connection: sqlite3.Connection) -> list[str]:
+    """SQLite's ``quick_check`` of every page: the problems found (none: empty list)."""
+    rows = [str(row[0]) for row in connection.execute("PRAGMA quick_check(1)")]
+    if rows == ["ok"]:
+        return []
+    lines = [line.strip() for row in rows for line in row.splitlines()]
+    return [line for line in lines if line and not line.startswith("***")] or ["quick_check"]
 
 
 def prepare_schema(engine: Engine, where: str, *, read_only: bool) -> None:
@@ -291,6 +317,12 @@ def open_engine(url: str, *, read_only: bool) -> tuple[Engine, str]:
                     f"{path}: cannot create {path.parent} ({exc.strerror}). "
                     "Pass --db with another path."
                 ) from exc
+            reason = read_only_reason(path)
+            if reason is not None:
+                raise StoreError(
+                    f"{path}: cannot create the results database: {reason}. "
+                    "Pass --db with a path in a writable folder."
+                )
     try:
         engine = make_engine(parsed, read_only=read_only)
     except (ArgumentError, ImportError) as exc:
@@ -305,11 +337,65 @@ def open_engine(url: str, *, read_only: bool) -> tuple[Engine, str]:
         raise
     except SQLAlchemyError as exc:
         engine.dispose()
+        default = "Check that it is reachable, or pass --db with another path or URL."
         raise StoreError(
             f"{where}: cannot open the results database ({first_line(exc)}). "
-            "Check that it is reachable, or pass --db with another path or URL."
+            f"{fix_for(exc, where, default)}"
         ) from exc
     return engine, where
+
+
+def fix_for(exc: BaseException, path: str, default: str) -> str:
+    """The fix to name for a database error: specific for a full disk, a read-only file and
+    a damaged file (SQLite's messages), ``default`` otherwise."""
+    message = str(getattr(exc, "orig", None) or exc).lower()
+    if "disk is full" in message or "no space left" in message:
+        return (
+            f"The disk that holds {path} is full and nothing of this write was stored: free "
+            "space there, or pass --db with a path on another disk, then run again."
+        )
+    if "readonly" in message or "read-only" in message:
+        return f"Make {path} and its folder writable, or pass --db with another file."
+    if "password authentication failed" in message or "no password supplied" in message:
+        return (
+            "Check the user name and password in the URL (or PGPASSWORD, ~/.pgpass), "
+            "or pass --db with another URL."
+        )
+    if "malformed" in message or "not a database" in message:
+        return (
+            f"{path} is damaged: restore it from a copy (or salvage it with "
+            f"'sqlite3 {path} .recover'), or pass --db with another file."
+        )
+    return default
+
+
+def read_only_reason(path: Path) -> str | None:
+    """Why this process cannot write the SQLite file ``path`` and the journal files SQLite
+    keeps beside it (``-wal``, ``-shm``), or None when it can."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except OSError:
+        return None  # the connection reports what is wrong
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is read-only, and SQLite writes its journal there"
+    return None
+
+
+def _read_only_uri(path: Path) -> str:
+    """The ``mode=ro`` URI of ``path``; on a read-only file system also ``immutable=1``,
+    since SQLite cannot create the shared-memory file a WAL database needs there (and
+    nothing can change the file)."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        if os.statvfs(path.parent if str(path.parent) else ".").f_flag & os.ST_RDONLY:
+            uri += "&immutable=1"
+    except OSError:
+        pass
+    return uri
 
 
 def first_line(exc: BaseException) -> str:

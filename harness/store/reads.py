@@ -91,6 +91,20 @@ def runs_frame(connection: Connection) -> pd.DataFrame:
     return frame
 
 
+def cell_durations(connection: Connection) -> dict[tuple[str, str], list[float]]:
+    """Durations (s) of every ``ok`` cell, by (model, workload name), oldest first."""
+    rows = connection.execute(
+        select(Cell.model, Cell.workload, Cell.duration_s)
+        .where(Cell.status == "ok")
+        .order_by(Cell.id)
+    )
+    out: dict[tuple[str, str], list[float]] = {}
+    for model, workload, duration in rows:
+        name = workload.get("name", "") if isinstance(workload, dict) else ""
+        out.setdefault((model, str(name)), []).append(float(duration))
+    return out
+
+
 def run_exists(connection: Connection, run_id: int) -> bool:
     """Whether a run with this id is stored."""
     runs = select(func.count()).select_from(Run).where(Run.id == run_id)

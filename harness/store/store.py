@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from harness.errors import StoreError
 from harness.results import STATUSES, CellResult, MetricDef, Value
 from harness.store import reads
-from harness.store.connect import READ_OPTION, first_line, open_engine, resolve_url
+from harness.store.connect import READ_OPTION, first_line, fix_for, open_engine, resolve_url
 from harness.store.frames import EXPORT_FORMATS, ExportFormat, write_file
 from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run, Sample
 
@@ -106,9 +106,10 @@ class Store:
         except StoreError:
             raise
         except SQLAlchemyError as exc:
+            default = "Check that it is reachable and writable, or pass --db with another path."
             raise StoreError(
                 f"{self._where}: cannot write to the results database ({first_line(exc)}). "
-                "Check that it is reachable and writable, or pass --db with another path."
+                f"{fix_for(exc, self._where, default)}"
             ) from exc
 
     def _write_retrying(self, write: Callable[[Session], T]) -> T:
@@ -137,9 +138,10 @@ class Store:
         except StoreError:
             raise
         except SQLAlchemyError as exc:
+            default = "Check that it is reachable, or pass --db with another path."
             raise StoreError(
                 f"{self._where}: cannot read the results database ({first_line(exc)}). "
-                "Check that it is reachable, or pass --db with another path."
+                f"{fix_for(exc, self._where, default)}"
             ) from exc
 
     # -- writes ---------------------------------------------------------------------------
@@ -303,6 +305,12 @@ class Store:
         """
         with self._read() as connection:
             return reads.done_keys(connection, machine_id, keys)
+
+    def cell_durations(self) -> dict[tuple[str, str], list[float]]:
+        """How long each ``ok`` cell took, s, by (model, workload name): the history that
+        ``bench check`` estimates a suite's wall time from."""
+        with self._read() as connection:
+            return reads.cell_durations(connection)
 
     def metric_defs(self) -> dict[str, MetricDef]:
         """All stored metric definitions by name, sorted by name."""

@@ -89,6 +89,12 @@ class Workload(Generic[ParamsT]):
         ref = getattr(self.params, "text", None)
         return [(ref, split) for split in self.text_splits] if isinstance(ref, str) else []
 
+    def tokens_needed(self) -> dict[tuple[str, str], int]:
+        """The fewest tokens ``run`` reads from each of its ``texts``, by (text source,
+        split). ``bench check`` compares them with the texts' lengths, so a text too short
+        for the parameters is an input error before anything runs. Default: none known."""
+        return {}
+
     def reference(self, model: Any, ctx: WorkloadContext) -> Any:
         """Outputs of the unmodified ``model`` that ``run`` compares against.
 

@@ -74,6 +74,9 @@ class Agreement(Workload[AgreementParams]):
     text_splits = ("eval",)
     uses_reference = True
 
+    def tokens_needed(self) -> dict[tuple[str, str], int]:
+        return {(self.params.text, "eval"): self.params.tokens}
+
     def reference(self, model: Any, ctx: WorkloadContext) -> list[Any]:
         """The unmodified model's log-probabilities, window by window (float32, CPU)."""
         return log_probs(model, self._ids(ctx), self.params.window, ctx.device)

@@ -169,6 +169,12 @@ class Generate(Workload[GenerateParams]):
     Params = GenerateParams
     text_splits = ("prompt",)
 
+    def tokens_needed(self) -> dict[tuple[str, str], int]:
+        """``batch_size`` passages (see :func:`prompt_ids`) of the prompt split."""
+        p = self.params
+        passage = -(-3 * p.prompt_tokens // 4) if p.grounded else p.prompt_tokens
+        return {(p.text, "prompt"): p.batch_size * passage}
+
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 

@@ -167,6 +167,11 @@ class Passkey(Workload[PasskeyParams]):
     Params = PasskeyParams
     text_splits = ("eval",)
 
+    def tokens_needed(self) -> dict[tuple[str, str], int]:
+        """Each trial's haystack: the longest context, ``trials`` times (``build_trials``)."""
+        p = self.params
+        return {(p.text, "eval"): max(p.context_tokens) * p.trials}
+
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 

@@ -185,6 +185,9 @@ class Perplexity(Workload[PerplexityParams]):
     Params = PerplexityParams
     text_splits = ("eval",)
 
+    def tokens_needed(self) -> dict[tuple[str, str], int]:
+        return {(self.params.text, "eval"): self.params.tokens}
+
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         p = self.params
         check_length(prepared.model, p.window, "perplexity window")
@@ -266,6 +269,10 @@ class DecodePerplexity(Workload[DecodePerplexityParams]):
     kind = "accuracy"
     Params = DecodePerplexityParams
     text_splits = ("eval",)
+
+    def tokens_needed(self) -> dict[tuple[str, str], int]:
+        p = self.params
+        return {(p.text, "eval"): p.context_tokens + p.decode_tokens}
 
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         p = self.params

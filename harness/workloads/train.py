@@ -107,6 +107,11 @@ class Train(Workload[TrainParams]):
     text_splits = ("prompt", "eval")
     mutates_weights: ClassVar[bool] = True
 
+    def tokens_needed(self) -> dict[tuple[str, str], int]:
+        """One window of ``seq_len`` tokens per split; longer runs cycle the text."""
+        p = self.params
+        return {(p.text, "prompt"): p.seq_len, (p.text, "eval"): p.seq_len}
+
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 
