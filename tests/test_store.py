@@ -322,7 +322,7 @@ def test_runs_frame_counts(store: Store) -> None:
     runs = store.runs_frame()
     assert list(runs.columns) == [
         *("id", "suite_name", "started_at", "ended_at", "cells", "ok", "failed", "machine"),
-        "gpu",
+        *("gpu", "origin"),
     ]
     counted = runs[["id", "suite_name", "cells", "ok", "failed", "machine", "gpu"]]
     assert counted.values.tolist() == [
@@ -384,7 +384,7 @@ def test_export_failure_leaves_no_file(store: Store, tmp_path: Path) -> None:
 def test_empty_store(store: Store, tmp_path: Path) -> None:
     assert store.runs_frame().columns.tolist() == [
         *("id", "suite_name", "started_at", "ended_at", "cells", "ok", "failed", "machine"),
-        "gpu",
+        *("gpu", "origin"),
     ]
     assert store.runs_frame().empty
     assert store.cells_frame(with_ci=True).columns.tolist() == [

@@ -19,21 +19,69 @@ from harness.errors import EXIT_CELLS_FAILED, BenchError
 @db_option
 @click.option("--rerun", is_flag=True, help="measure cells again even if they have results")
 @click.option("--dry-run", is_flag=True, help="print the matrix of cells and exit")
-def run(suite: Path, db: str | None, rerun: bool, dry_run: bool) -> None:
-    """Measure every cell of SUITE; resume where an interrupted run stopped."""
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="where cells run: worker processes here, or Ray actors (pip install 'bench[ray]')",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster: auto, ray://host:port or host:port (default: a local cluster)",
+)
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(min=1),
+    default=60,
+    show_default=True,
+    help="seconds a claimed cell stays claimed without a heartbeat (concurrent runners)",
+)
+def run(
+    suite: Path,
+    db: str | None,
+    rerun: bool,
+    dry_run: bool,
+    executor: str,
+    address: str | None,
+    lease_s: float,
+) -> None:
+    """Measure every cell of SUITE; resume where an interrupted run stopped.
+
+    Several runs of the same suite against the same database (from this machine or
+    others) split the cells between them; see docs/scale-out.md.
+    """
     from harness import report
+    from harness.executors import make_executor
     from harness.runner import run_suite
     from harness.suite import load_suite
 
     registry = load_registry()
-    spec = load_suite(suite, registry)
     if dry_run:
-        report.print_matrix(spec)
+        report.print_matrix(load_suite(suite, registry))
         return
     store = open_store(db)
+    where = make_executor(executor, address=address)
+    try:
+        spec = load_suite(suite, registry, devices=where.devices())
+    except BaseException:
+        where.close()
+        raise
     with report.Progress(len(spec.cells)) as progress:
-        summary = run_suite(spec, store, registry, rerun=rerun, on_result=progress.update)
-    if summary.run_id is None:
+        summary = run_suite(
+            spec,
+            store,
+            registry,
+            rerun=rerun,
+            on_result=progress.update,
+            executor=where,
+            lease_s=lease_s,
+        )
+    if summary.by_others:
+        click.echo(f"{summary.by_others} cell(s) were measured by other runners of this suite.")
+    if summary.run_id is None and not summary.by_others:
         click.echo(
             f"All {summary.total} cells of '{spec.name}' already have results on this machine; "
             "'--rerun' measures them again."
