@@ -53,11 +53,13 @@ def upgrade() -> None:
         sa.UniqueConstraint("scope", "key", name="uq_claims_scope_key"),
     )
     op.create_index("ix_claims_holder", "claims", ["holder"])
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("uid", sa.String(length=36), nullable=True))
-        batch.add_column(sa.Column("origin", sa.Text(), nullable=True))
-    with op.batch_alter_table("machines") as batch:
-        batch.add_column(sa.Column("hardware", sa.String(length=64), nullable=True))
+    # Plain ADD COLUMN (no batch copy: on SQLite that would drop tables that others
+    # reference); NOT NULL columns get a placeholder default that the updates below replace.
+    op.add_column("runs", sa.Column("uid", sa.String(36), nullable=False, server_default=""))
+    op.add_column("runs", sa.Column("origin", sa.Text(), nullable=True))
+    op.add_column(
+        "machines", sa.Column("hardware", sa.String(64), nullable=False, server_default="")
+    )
     bind = op.get_bind()
     runs = sa.table("runs", sa.column("id", sa.Integer), sa.column("uid", sa.String))
     for (run_id,) in bind.execute(sa.select(runs.c.id)).all():
@@ -72,21 +74,16 @@ def upgrade() -> None:
         bind.execute(
             machines.update().where(machines.c.id == row.id).values(hardware=_hardware(row))
         )
-    with op.batch_alter_table("runs") as batch:
-        batch.alter_column("uid", existing_type=sa.String(length=36), nullable=False)
-        batch.create_unique_constraint("uq_runs_uid", ["uid"])
-    with op.batch_alter_table("machines") as batch:
-        batch.alter_column("hardware", existing_type=sa.String(length=64), nullable=False)
-        batch.create_index("ix_machines_hardware", ["hardware"])
+    op.create_index("ix_runs_uid", "runs", ["uid"], unique=True)
+    op.create_index("ix_machines_hardware", "machines", ["hardware"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("machines") as batch:
-        batch.drop_index("ix_machines_hardware")
-        batch.drop_column("hardware")
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_constraint("uq_runs_uid", type_="unique")
-        batch.drop_column("origin")
-        batch.drop_column("uid")
+    op.drop_index("ix_machines_hardware", table_name="machines")
+    op.drop_index("ix_runs_uid", table_name="runs")
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35+), for the reason upgrade() avoids batches.
+    op.drop_column("machines", "hardware")
+    op.drop_column("runs", "origin")
+    op.drop_column("runs", "uid")
     op.drop_index("ix_claims_holder", table_name="claims")
     op.drop_table("claims")
