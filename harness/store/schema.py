@@ -112,7 +112,9 @@ class Run(Base):
     environment: Mapped[dict[str, Any]] = mapped_column(JSON)  # library versions etc.
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    uid: Mapped[str] = mapped_column(String(36), unique=True, index=True)  # identity across databases
+    uid: Mapped[str] = mapped_column(
+        String(36), unique=True, index=True
+    )  # identity across databases
     origin: Mapped[str | None] = mapped_column(Text)  # null: measured into this database
 
     machine: Mapped[Machine] = relationship(back_populates="runs")

@@ -92,6 +92,11 @@ class Store:
         engine, where = open_engine(resolved, read_only=read_only)
         return cls(resolved, engine, where, read_only=read_only)
 
+    @property
+    def where(self) -> str:
+        """The database as messages name it: the SQLite file, else the URL, password hidden."""
+        return self._where
+
     def close(self) -> None:
         """Release every connection."""
         self.engine.dispose()
