@@ -2,11 +2,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,63 +25,27 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'bench.db'}"
 
 
-# -- PostgreSQL: a private throwaway cluster -------------------------------------------------
-
-
-def _pg_bindir() -> Path | None:
-    on_path = shutil.which("initdb")
-    if on_path:
-        return Path(on_path).parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
-    return candidates[0].parent if candidates else None
+# -- PostgreSQL: a private throwaway cluster (harness/postgres.py) ---------------------------
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
-    """Start a PostgreSQL cluster on a free loopback port in a temporary folder.
+    """A PostgreSQL cluster on a free loopback port, for the whole session.
 
-    Yields the server's URL without a database name (``.../``); :func:`pg_url` makes a
-    fresh database per test. initdb refuses to run as root, so as root (CI) the cluster
-    runs as the ``postgres`` user through ``runuser``.
+    Yields the server's URL without a database name; :func:`pg_url` makes a fresh database
+    per test. Skips, with the reason, where no server can be started.
     """
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as postgres")
-        try:
-            import pwd
-
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run initdb")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # not under pytest's 0700 tmp dirs
-    data = root / "data"
-    if as_user:
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
-    def pg(*args: str) -> None:
-        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+    from harness.postgres import ClusterUnavailable, private_cluster
 
     try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        log = str(root / "log")
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", log, "-w", "start")
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"could not start a PostgreSQL cluster: {exc.stderr.decode()[-300:]}")
+        cluster = private_cluster()
+        url = cluster.__enter__()
+    except ClusterUnavailable as exc:
+        pytest.skip(str(exc))
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/"
+        yield url
     finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.__exit__(None, None, None)
 
 
 _databases = itertools.count(1)
@@ -94,13 +54,6 @@ _databases = itertools.count(1)
 @pytest.fixture
 def pg_url(pg_server: str) -> str:
     """A new, empty database on the private cluster (psycopg2 driver)."""
-    from sqlalchemy import create_engine, text
+    from harness.postgres import create_database
 
-    name = f"bench_{next(_databases)}"
-    engine = create_engine(f"{pg_server}postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name}"))
-    finally:
-        engine.dispose()
-    return f"{pg_server}{name}"
+    return create_database(pg_server, f"bench_{next(_databases)}")
