@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from claims_runner import FakeExecutor, FakeSeat
 from sqlalchemy import text
 
 from harness.cli.app import load_registry
@@ -16,7 +17,6 @@ from harness.results import CellResult, Value
 from harness.runner import run_suite
 from harness.store import Store
 from harness.suite import Cell, load_suite
-from tests.claims_runner import FakeExecutor, FakeSeat
 
 SUITE = """\
 name: threads

@@ -59,13 +59,16 @@ def run(
     from harness.suite import load_suite
 
     registry = load_registry()
+    spec = load_suite(suite, registry)  # bad input stops here, before anything is written
     if dry_run:
-        report.print_matrix(load_suite(suite, registry))
+        report.print_matrix(spec)
         return
-    store = open_store(db)
     where = make_executor(executor, address=address)
     try:
-        spec = load_suite(suite, registry, devices=where.devices())
+        devices = where.devices()
+        if devices is not None:  # expanded against the cluster's devices
+            spec = load_suite(suite, registry, devices=devices)
+        store = open_store(db)
     except BaseException:
         where.close()
         raise
