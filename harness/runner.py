@@ -1,129 +1,68 @@
-"""Schedules cells onto worker processes; resume, statuses, progress.
+"""Schedules cells onto an executor's seats; resume, claims, statuses, progress.
 
 The runner never imports a model. It skips cells that already have an ``ok`` or
-``skipped`` result on this machine (resume), hands the rest to one worker process per
-(model, device), and writes each result in one transaction. A cell that times out or kills
-its worker is recorded as such and the worker is restarted: a failed cell never stops the
-suite. Each ``ok`` cell also gets the ratios of ``harness.derive.relative_values`` against the
-cell of the suite's reference stack with the same model, device and workload measured in
-the same run (reference cells run first in their group).
+``skipped`` result on the measuring hardware (resume), claims each group's remaining cells
+in the database (``harness.store.claims``) so that concurrent runners of the same suite
+split them, hands the claimed cells to a seat of the executor (``harness.executors``: a
+worker process per device, or a Ray actor per group), and writes each result in one
+transaction with its claim. A cell that times out or kills its seat is recorded as such
+and the seat is replaced: a failed cell never stops the suite. Each ``ok`` cell also gets
+the ratios of ``harness.derive.relative_values`` against the cell of the suite's reference
+stack with the same model, device and workload measured in the same run (reference cells
+run first in their group).
+
+A group's cells are claimed together when the runner reaches the group, so one runner
+measures a whole group (one model load, the reference with the others). Cells another
+runner holds are left to it; once this runner has nothing else to do it waits for them,
+and takes over those whose holder stopped renewing its lease (a runner that died).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import signal
+import queue
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness import derive
-from harness.cell import cell_result
-from harness.environment import fingerprint, git_commit, library_versions, machine_info
+from harness.environment import fingerprint, git_commit, library_versions
+from harness.executors import Executor, Seat
 from harness.registry import Registry
 from harness.results import CellResult
 from harness.store import Store
+from harness.store.claims import DEFAULT_LEASE_S, ClaimLost, ClaimRef
+from harness.store.store import hardware_key
 from harness.suite import Cell, Suite
-
-_START_TIMEOUT_S = 600  # first start may provision the built-in model
 
 
 @dataclass
 class RunSummary:
+    """What one ``run_suite`` did.
+
+    Attributes:
+        run_id: The (first) run this runner recorded into; None when it measured nothing.
+        total: Cells in the suite.
+        already_done: Cells with a result on this hardware before the run (resume).
+        counts: This runner's results by status.
+        by_others: Cells that concurrent runners measured while this one ran.
+        run_ids: Every run recorded into (one per measuring machine).
+    """
+
     run_id: int | None
     total: int
     already_done: int
     counts: dict[str, int] = field(default_factory=dict)
+    by_others: int = 0
+    run_ids: list[int] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
         return sum(n for s, n in self.counts.items() if s not in ("ok", "skipped"))
-
-
-class WorkerHandle:
-    """A worker process for one device, started lazily and restarted after a crash."""
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self.proc: Any = None
-        self.conn: Any = None
-
-    def _start(self) -> None:
-        from harness.worker import serve
-
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=serve, args=(child, self.device), daemon=True)
-        self.proc.start()
-        child.close()
-        self.conn = parent
-        if not parent.poll(_START_TIMEOUT_S):
-            self.kill()
-            raise RuntimeError("worker did not start within 10 minutes")
-        kind, detail = parent.recv()
-        if kind != "ready":
-            self.kill()
-            raise RuntimeError(f"worker failed to start: {detail}")
-
-    def run(self, cell: Cell) -> CellResult:
-        started = time.time()
-        try:
-            if self.proc is None or not self.proc.is_alive():
-                self._start()
-            self.conn.send(cell)
-            if self.conn.poll(cell.policy.timeout_s):
-                _, result = self.conn.recv()
-                if result.status == "oom_host":
-                    # A worker that ran out of host memory may hold on to some of it, or to
-                    # half-built state: the next cell gets a fresh process.
-                    self.stop()
-                return result
-            self.kill()
-            reason = f"cell ran longer than {cell.policy.timeout_s:g} s"
-            return cell_result(cell, "timeout", reason, started)
-        except (EOFError, BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
-            code = None
-            if self.proc is not None:
-                self.proc.join(5)  # the pipe closes before the exit status can be read
-                code = self.proc.exitcode
-            self.kill()
-            if code == -signal.SIGKILL:
-                reason = "worker killed by SIGKILL (most likely the kernel's out-of-memory killer)"
-                return cell_result(cell, "oom_host", reason, started)
-            return cell_result(cell, "crashed", exit_reason(code, exc), started)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
-        self.proc = None
-        self.conn = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            try:
-                self.conn.send(None)
-                self.proc.join(10)
-            except (BrokenPipeError, OSError):
-                pass
-        self.kill()
-
-
-def exit_reason(code: int | None, exc: BaseException) -> str:
-    """Why a worker process ended: its exit code, or the signal that killed it."""
-    if code is None:
-        return f"worker connection lost ({type(exc).__name__}: {exc})"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        what = " (the process aborted)" if -code == signal.SIGABRT else ""
-        return f"worker killed by {name}{what}"
-    return f"worker exited with code {code}"
 
 
 def order_cells(cells: Iterable[Cell], registry: Registry) -> list[Cell]:
@@ -133,22 +72,196 @@ def order_cells(cells: Iterable[Cell], registry: Registry) -> list[Cell]:
     recorded. The pristine model is loaded once per group and reused by every stack that
     leaves the weights alone; each mutating stack gets a fresh copy.
     """
+    return [c for group in group_cells(cells, registry) for c in group]
+
+
+def group_cells(cells: Iterable[Cell], registry: Registry) -> list[list[Cell]]:
+    """The groups of :func:`order_cells`: one list per (model, device), in suite order."""
 
     def order(cell: Cell) -> tuple[bool, bool]:
         mutates = any(registry.techniques[s.name].mutates_weights for s in cell.stack)
         return not cell.reference, mutates
 
-    cells = list(cells)
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:
         groups.setdefault((cell.model.model_dump_json(), cell.device), []).append(cell)
-    return [c for group in groups.values() for c in sorted(group, key=order)]
+    return [sorted(group, key=order) for group in groups.values()]
 
 
 def comparable(cell: Cell) -> tuple[str, str, str]:
     """What a cell and its reference share: model, device and workload."""
     workload = json.dumps(cell.workload.as_dict(), sort_keys=True)
     return cell.model.model_dump_json(), cell.device, workload
+
+
+@dataclass
+class _Lane:
+    """One measuring machine of this run: its id, claim scope, resume set and run."""
+
+    machine_id: int
+    scope: str
+    done: set[str]
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class _Measured:
+    cell: Cell
+    result: CellResult
+    lane: _Lane
+    claim: ClaimRef
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """Cells this runner will not measure: ``resumed`` (done before) or by another runner."""
+
+    cells: int
+    resumed: bool
+
+
+_Event = _Measured | _Skipped
+
+
+class _Claimer:
+    """The claim side of one ``run_suite``: lanes, claims, heartbeat, waiting."""
+
+    def __init__(self, store: Store, keys: list[str], *, rerun: bool, lease_s: float) -> None:
+        self.store = store
+        self.keys = keys
+        self.rerun = rerun
+        self.lease_s = lease_s
+        self.poll_s = max(0.2, min(5.0, lease_s / 4))
+        self.holder = uuid.uuid4().hex
+        self.since = store.clock()
+        self.stopping = threading.Event()
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+        self._heart = threading.Thread(target=self._beat, name="bench-heartbeat", daemon=True)
+        self._heart.start()
+
+    def lane(self, info: dict[str, Any]) -> _Lane:
+        """The lane of the machine described by ``info`` (``machine_info``)."""
+        with self._lock:
+            print_ = fingerprint(info)
+            if print_ not in self._lanes:
+                machine_id = self.store.ensure_machine(print_, info)
+                done = set() if self.rerun else self.store.done_keys(machine_id, self.keys)
+                self._lanes[print_] = _Lane(machine_id, hardware_key(info), done)
+            return self._lanes[print_]
+
+    def _beat(self) -> None:
+        while not self.stopping.wait(self.lease_s / 3):
+            try:
+                self.store.renew_claims(self.holder, self.lease_s)
+            except Exception as exc:  # a lost heartbeat only risks a takeover; say so
+                print(f"warning: claim heartbeat failed: {exc}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self._heart.join(5)
+        self.store.release_claims(self.holder)
+
+    def measure(self, cells: list[Cell], seat: Seat, lane: _Lane) -> Iterator[_Event]:
+        """Claim ``cells`` (one group) together; measure those taken, in order.
+
+        Yields the measured results and the cells skipped; leaves the cells other runners
+        hold in ``cells`` for :meth:`wait`.
+        """
+        resumed = [c for c in cells if c.key in lane.done]
+        if resumed:
+            yield _Skipped(len(resumed), resumed=True)
+        wanted = [c for c in cells if c.key not in lane.done]
+        refs = [self._ref(lane, cell) for cell in wanted]
+        states = self.store.claim(refs, since=self.since, lease_s=self.lease_s) if refs else {}
+        others = sum(states[c.key] == "done" for c in wanted)
+        if others:
+            yield _Skipped(others, resumed=False)
+        cells[:] = [c for c in wanted if states[c.key] == "held"]
+        for cell in wanted:
+            if states[cell.key] != "taken":
+                continue
+            if self.stopping.is_set():
+                return
+            yield _Measured(cell, seat.run(cell), lane, self._ref(lane, cell))
+
+    def _ref(self, lane: _Lane, cell: Cell) -> ClaimRef:
+        return ClaimRef(lane.scope, cell.key, self.holder)
+
+
+def _group_events(
+    claimer: _Claimer, executor: Executor, group: list[Cell], *, wait: bool
+) -> Iterator[_Event]:
+    """Measure a group on a seat of its own; with ``wait``, then wait for held cells."""
+    seat = executor.seat(group[0].device)
+    try:
+        lane = claimer.lane(seat.machine())
+        yield from claimer.measure(group, seat, lane)
+    finally:
+        executor.release(seat)
+    if wait:
+        yield from _wait_events(claimer, executor, [(group, lane)])
+
+
+def _wait_events(
+    claimer: _Claimer, executor: Executor, pending: list[tuple[list[Cell], _Lane]]
+) -> Iterator[_Event]:
+    """Wait for cells other runners hold: drop them when done, take over expired ones."""
+    pending = [(cells, lane) for cells, lane in pending if cells]
+    if pending:
+        held = sum(len(cells) for cells, _ in pending)
+        print(f"waiting for {held} cell(s) that other runners are measuring", file=sys.stderr)
+    while pending and not claimer.stopping.is_set():
+        time.sleep(claimer.poll_s)
+        for cells, lane in pending:
+            seat = executor.seat(cells[0].device)
+            try:
+                yield from claimer.measure(cells, seat, lane)
+            finally:
+                executor.release(seat)
+        pending = [(cells, lane) for cells, lane in pending if cells]
+
+
+def _events(claimer: _Claimer, executor: Executor, groups: list[list[Cell]]) -> Iterator[_Event]:
+    """Every group's events: one group after the other, or each in a thread of its own."""
+    if executor.concurrency <= 1:
+        lanes: list[tuple[list[Cell], _Lane]] = []
+        for group in groups:
+            seat = executor.seat(group[0].device)
+            lane = claimer.lane(seat.machine())
+            try:
+                yield from claimer.measure(group, seat, lane)
+            finally:
+                executor.release(seat)
+            lanes.append((group, lane))
+        yield from _wait_events(claimer, executor, lanes)
+        return
+    events: queue.Queue[_Event | BaseException | None] = queue.Queue()
+
+    def drive(group: list[Cell]) -> None:
+        try:
+            for event in _group_events(claimer, executor, group, wait=True):
+                events.put(event)
+        except BaseException as exc:
+            events.put(exc)
+        finally:
+            events.put(None)
+
+    threads = [
+        threading.Thread(target=drive, args=(group,), name="bench-group", daemon=True)
+        for group in groups
+    ]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    while running:
+        item = events.get()
+        if item is None:
+            running -= 1
+        elif isinstance(item, BaseException):
+            raise item
+        else:
+            yield item
 
 
 def run_suite(
@@ -158,53 +271,95 @@ def run_suite(
     *,
     rerun: bool = False,
     on_result: Callable[[CellResult, int, int], None] | None = None,
+    executor: Executor | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> RunSummary:
-    """Measure every cell of ``suite`` that has no ``ok``/``skipped`` result on this machine.
+    """Measure every cell of ``suite`` that has no ``ok``/``skipped`` result on its hardware.
 
-    ``on_result(result, done, total)`` is called after each result is committed.
+    Args:
+        suite: The loaded suite.
+        store: The results database; concurrent runners of the suite may share it.
+        registry: The installed plugins.
+        rerun: Measure cells again even if they have results (concurrent ``--rerun``
+            runners still split the cells between them).
+        on_result: Called as ``on_result(result, done, total)`` after each result of
+            this runner is committed; ``done`` counts cells finished by anyone.
+        executor: Where cells are measured; default: worker processes on this machine.
+        lease_s: How long this runner's claims last without a heartbeat, s.
     """
-    info = machine_info()
-    machine_id = store.ensure_machine(fingerprint(info), info)
-    keys = [c.key for c in suite.cells]
-    done = set() if rerun else store.done_keys(machine_id, keys)
-    todo = order_cells((c for c in suite.cells if c.key not in done), registry)
-    summary = RunSummary(None, len(keys), len(done))
-    if not todo:
-        return summary
+    if executor is None:
+        from harness.executors.local import LocalExecutor
 
-    store.save_metric_defs(registry.metrics.values())
-    run_id = store.start_run(
-        suite_name=suite.name,
-        suite_path=str(suite.path),
-        suite_hash=suite.text_hash,
-        machine_id=machine_id,
-        harness_version=library_versions().get("bench", "unknown"),
-        git_commit=git_commit(),
-        environment={
-            **library_versions(),
-            **registry.installed_versions(),
-            **registry.environment_info(),
-        },
-    )
-    summary.run_id = run_id
+        executor = LocalExecutor()
+    keys = [c.key for c in suite.cells]
+    summary = RunSummary(None, len(keys), 0)
+    claimer = _Claimer(store, keys, rerun=rerun, lease_s=lease_s)
     references: dict[tuple[str, str, str], CellResult] = {}  # measured in this run
-    workers: dict[str, WorkerHandle] = {}
+    finished = 0
     try:
-        for i, cell in enumerate(todo, start=1):
-            handle = workers.setdefault(cell.device, WorkerHandle(cell.device))
-            result = handle.run(cell)
-            if cell.reference:
-                references[comparable(cell)] = result
-            ratios = derive.relative_values(result, references.get(comparable(cell)))
-            result = replace(result, values=(*result.values, *ratios))
-            store.record(run_id, result)
-            if result.status == "ok" and result.reason:
-                print(f"warning: {cell.label}: {result.reason}", file=sys.stderr)
+        groups = group_cells(suite.cells, registry)
+        for event in _events(claimer, executor, groups):
+            if isinstance(event, _Skipped):
+                finished += event.cells
+                if event.resumed:
+                    summary.already_done += event.cells
+                else:
+                    summary.by_others += event.cells
+                continue
+            result = _record(store, registry, suite, event, references, summary)
+            if result is None:
+                summary.by_others += 1
+                finished += 1
+                continue
+            finished += 1
             summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
             if on_result:
-                on_result(result, len(done) + i, len(keys))
-        store.finish_run(run_id)
+                on_result(result, finished, len(keys))
+        for run_id in summary.run_ids:
+            store.finish_run(run_id)
     finally:
-        for handle in workers.values():
-            handle.stop()
+        claimer.close()
+        executor.close()
     return summary
+
+
+def _record(
+    store: Store,
+    registry: Registry,
+    suite: Suite,
+    event: _Measured,
+    references: dict[tuple[str, str, str], CellResult],
+    summary: RunSummary,
+) -> CellResult | None:
+    """Derive the ratios of one result and record it with its claim; None if it was lost."""
+    cell, result, lane = event.cell, event.result, event.lane
+    if lane.run_id is None:
+        if not summary.run_ids:
+            store.save_metric_defs(registry.metrics.values())
+        lane.run_id = store.start_run(
+            suite_name=suite.name,
+            suite_path=str(suite.path),
+            suite_hash=suite.text_hash,
+            machine_id=lane.machine_id,
+            harness_version=library_versions().get("bench", "unknown"),
+            git_commit=git_commit(),
+            environment={
+                **library_versions(),
+                **registry.installed_versions(),
+                **registry.environment_info(),
+            },
+        )
+        summary.run_ids.append(lane.run_id)
+        summary.run_id = summary.run_id or lane.run_id
+    if cell.reference:
+        references[comparable(cell)] = result
+    ratios = derive.relative_values(result, references.get(comparable(cell)))
+    result = replace(result, values=(*result.values, *ratios))
+    try:
+        store.record(lane.run_id, result, claim=event.claim)
+    except ClaimLost as exc:
+        print(f"warning: {cell.label}: {exc}", file=sys.stderr)
+        return None
+    if result.status == "ok" and result.reason:
+        print(f"warning: {cell.label}: {result.reason}", file=sys.stderr)
+    return result

@@ -45,7 +45,8 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
+    """Silence library chatter in a measuring process (a worker, a Ray actor)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # transformers' chatter; torchao's missing CUDA extensions and torch's pytree notices
     for name in ("transformers", "torchao", "torch.utils._pytree"):
@@ -149,7 +150,7 @@ def _summary(exc: BaseException) -> str:
 def serve(conn: Connection, device: str) -> None:
     """Worker process entry point: receive cells, send results, until told to stop."""
     _die_with_parent()
-    _quiet_libraries()
+    quiet_libraries()
     try:
         worker = Worker(device)
     except BaseException as exc:

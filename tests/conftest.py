@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import itertools
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,37 @@ def test_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'bench.db'}"
+
+
+# -- PostgreSQL: a private throwaway cluster (harness/postgres.py) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL cluster on a free loopback port, for the whole session.
+
+    Yields the server's URL without a database name; :func:`pg_url` makes a fresh database
+    per test. Skips, with the reason, where no server can be started.
+    """
+    from harness.postgres import ClusterUnavailable, private_cluster
+
+    try:
+        cluster = private_cluster()
+        url = cluster.__enter__()
+    except ClusterUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        cluster.__exit__(None, None, None)
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> str:
+    """A new, empty database on the private cluster (psycopg2 driver)."""
+    from harness.postgres import create_database
+
+    return create_database(pg_server, f"bench_{next(_databases)}")

@@ -93,7 +93,13 @@ def test_energy_values_gross_net_and_power_exact() -> None:
     )
     # net per token: (12 − 1.5·2)/12 = 0.75, (10 − 1.5·2.5)/8 = 0.78125, (8 − 1.5)/4 = 1.625
     assert values["energy.net_j_per_token"] == Value(
-        "energy.net_j_per_token", 0.78125, "J/token", 0.75, 1.625, 3, "scripted",
+        "energy.net_j_per_token",
+        0.78125,
+        "J/token",
+        0.75,
+        1.625,
+        3,
+        "scripted",
         samples=(0.75, 0.78125, 1.625),
     )
     # average power: 12/2 = 6, 10/2.5 = 4, 8/1 = 8 W

@@ -50,7 +50,7 @@ def local_model(folder: Path, *, tokenizer: bool) -> Path:
 
         vocab = {"[UNK]": 0, **{f"w{i}": i + 1 for i in range(100)}}
         model = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-        model.pre_tokenizer = Whitespace()  # type: ignore[assignment]
+        model.pre_tokenizer = Whitespace()
         model.save(str(folder / "tokenizer.json"))
     return folder
 

@@ -6,12 +6,10 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -32,6 +30,7 @@ from harness.results import CellResult, MetricDef, Value
 from harness.store import Store, workload_label
 from harness.store.connect import alembic_config, known_revisions
 from harness.store.schema import Base, Cell, Metric, Run
+from harness.store.store import hardware_key
 
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = {"hostname": "node1", "cpu": "AMD EPYC 7R13", "cpu_count": 2, "ram_bytes": 24 << 30}
@@ -322,7 +321,7 @@ def test_runs_frame_counts(store: Store) -> None:
     runs = store.runs_frame()
     assert list(runs.columns) == [
         *("id", "suite_name", "started_at", "ended_at", "cells", "ok", "failed", "machine"),
-        "gpu",
+        *("gpu", "origin"),
     ]
     counted = runs[["id", "suite_name", "cells", "ok", "failed", "machine", "gpu"]]
     assert counted.values.tolist() == [
@@ -384,7 +383,7 @@ def test_export_failure_leaves_no_file(store: Store, tmp_path: Path) -> None:
 def test_empty_store(store: Store, tmp_path: Path) -> None:
     assert store.runs_frame().columns.tolist() == [
         *("id", "suite_name", "started_at", "ended_at", "cells", "ok", "failed", "machine"),
-        "gpu",
+        *("gpu", "origin"),
     ]
     assert store.runs_frame().empty
     assert store.cells_frame(with_ci=True).columns.tolist() == [
@@ -652,70 +651,7 @@ def test_concurrent_writers(db_path: Path) -> None:
         assert raw.execute("SELECT count(*) FROM machines").fetchone() == (1,)
 
 
-# -- PostgreSQL: a private throwaway cluster -------------------------------------------------
-
-
-def _pg_bindir() -> Path | None:
-    on_path = shutil.which("initdb")
-    if on_path:
-        return Path(on_path).parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
-    return candidates[0].parent if candidates else None
-
-
-PG_PASSWORD = "s3cret-pw"
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """Start a PostgreSQL cluster on a free loopback port in a temporary folder."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as postgres")
-        try:
-            import pwd
-
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run initdb")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="bench-pg-"))  # not under pytest's 0700 tmp dirs
-    data = root / "data"
-    if as_user:
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
-    def pg(*args: str) -> None:
-        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
-
-    pwfile = root / "pwfile"
-    pwfile.write_text(PG_PASSWORD + "\n")
-    if as_user:
-        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-    try:
-        # Password authentication over TCP, so a wrong password can be tried.
-        pg(
-            str(bindir / "initdb"),
-            *("-D", str(data), "-U", "postgres", "--no-sync", f"--pwfile={pwfile}"),
-            *("--auth-local=trust", "--auth-host=scram-sha-256"),
-        )
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        log = str(root / "log")
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", log, "-w", "start")
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"could not start a PostgreSQL cluster: {exc.stderr.decode()[-300:]}")
-    try:
-        yield f"postgresql+psycopg2://postgres:{PG_PASSWORD}@127.0.0.1:{port}/postgres"
-    finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+# -- PostgreSQL: a private throwaway cluster (tests/conftest.py) -----------------------------
 
 
 def test_postgresql_roundtrip_and_migration(pg_url: str) -> None:
@@ -730,3 +666,38 @@ def test_postgresql_roundtrip_and_migration(pg_url: str) -> None:
             c.execute(text("DELETE FROM metrics"))
     with Store.open(pg_url) as store:
         samples_roundtrip(store)
+    # The psycopg (3) driver reads and writes the same database.
+    psycopg3 = pg_url.replace("+psycopg2://", "+psycopg://")
+    with Store.open(psycopg3) as store:
+        assert store.engine.dialect.driver == "psycopg"
+        assert len(store.cells_frame()) == 4
+        machine = store.ensure_machine("f" * 64, GPU_MACHINE)
+        assert store.done_keys(machine, ["k-ok", "k-s"]) == {"k-ok"}  # k-s: other hardware
+
+
+def test_migration_0004_fills_hardware_and_run_ids(db_path: Path) -> None:
+    """Machines and runs stored before 0004 get their hardware hash and a run uid."""
+    url = f"sqlite:///{db_path}"
+    with Store.open(url) as store:
+        machine = store.ensure_machine("a", MACHINE)
+        new_run(store, machine)
+        new_run(store, machine)
+        with store.engine.connect() as connection, connection.begin():
+            command.downgrade(alembic_config(connection), "0003")
+    with Store.open(url) as store:  # migrates 0003 -> head
+        assert_migration_matches_orm(store)
+        with store.engine.connect() as connection:
+            hardware = connection.execute(text("SELECT hardware FROM machines")).scalars().all()
+            uids = connection.execute(text("SELECT uid FROM runs")).scalars().all()
+    assert hardware == [hardware_key(MACHINE)]
+    assert len(set(uids)) == 2 and all(len(uid) == 36 for uid in uids)
+
+
+def test_identical_hardware_shares_results(store: Store) -> None:
+    """Resume is per hardware: a node with another hostname but the same facts shares."""
+    a = store.ensure_machine("a", MACHINE)
+    twin = store.ensure_machine("twin", {**MACHINE, "hostname": "node2", "ram_bytes": 1})
+    other = store.ensure_machine("b", GPU_MACHINE)
+    store.record(new_run(store, a), cell("k1"))
+    assert store.done_keys(twin, ["k1"]) == {"k1"}
+    assert store.done_keys(other, ["k1"]) == set()

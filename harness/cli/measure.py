@@ -63,23 +63,74 @@ def load_checked(suite: Path, db: str | None, max_cells: int | None) -> tuple[An
 @click.option("--rerun", is_flag=True, help="measure cells again even if they have results")
 @click.option("--dry-run", is_flag=True, help="print the matrix of cells and exit")
 @max_cells_option
-def run(suite: Path, db: str | None, rerun: bool, dry_run: bool, max_cells: int | None) -> None:
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="where cells run: worker processes here, or Ray actors (pip install 'bench[ray]')",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster: auto, ray://host:port or host:port (default: a local cluster)",
+)
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(min=1),
+    default=60,
+    show_default=True,
+    help="seconds a claimed cell stays claimed without a heartbeat (concurrent runners)",
+)
+def run(
+    suite: Path,
+    db: str | None,
+    rerun: bool,
+    dry_run: bool,
+    max_cells: int | None,
+    executor: str,
+    address: str | None,
+    lease_s: float,
+) -> None:
     """Measure every cell of SUITE; resume where an interrupted run stopped.
 
     SUITE is validated exactly as 'bench check' validates it before anything is written.
+    Several runs of the same suite against the same database (from this machine or
+    others) split the cells between them; see docs/scale-out.md.
     """
     from harness import report
+    from harness.executors import make_executor
     from harness.runner import run_suite
+    from harness.suite import MAX_CELLS, load_suite
 
     registry, spec, guess = load_checked(suite, db, max_cells)
     if dry_run:
         report.print_matrix(spec)
         click.echo(f"{len(spec.cells)} cells, {guess}.")
         return
-    store = open_store(db)
+    where = make_executor(executor, address=address)
+    try:
+        devices = where.devices()
+        if devices is not None:  # expanded against the cluster's devices
+            spec = load_suite(suite, registry, devices=devices, max_cells=max_cells or MAX_CELLS)
+        store = open_store(db)
+    except BaseException:
+        where.close()
+        raise
     with report.Progress(len(spec.cells)) as progress:
-        summary = run_suite(spec, store, registry, rerun=rerun, on_result=progress.update)
-    if summary.run_id is None:
+        summary = run_suite(
+            spec,
+            store,
+            registry,
+            rerun=rerun,
+            on_result=progress.update,
+            executor=where,
+            lease_s=lease_s,
+        )
+    if summary.by_others:
+        click.echo(f"{summary.by_others} cell(s) were measured by other runners of this suite.")
+    if summary.run_id is None and not summary.by_others:
         click.echo(
             f"All {summary.total} cells of '{spec.name}' already have results on this machine; "
             "'--rerun' measures them again."

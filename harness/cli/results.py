@@ -35,8 +35,31 @@ def runs(db: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv")
 @click.option("--run", "run_id", type=int, default=None, help="export only this run")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def export(db: str | None, fmt: str, run_id: int | None, output: Path | None) -> None:
-    """Write one row per cell (metrics as columns) as CSV, JSON or Parquet."""
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write a bundle instead (.tar.gz: runs, cells, samples, environment) for 'bench import'",
+)
+@click.option("--origin", default=None, help="the bundle's provenance label (default host:db)")
+def export(
+    db: str | None,
+    fmt: str,
+    run_id: int | None,
+    output: Path | None,
+    bundle: Path | None,
+    origin: str | None,
+) -> None:
+    """Write one row per cell (metrics as columns) as CSV, JSON or Parquet, or a bundle."""
+    if bundle is not None:
+        from harness.bundle import export_bundle
+
+        done = export_bundle(open_store(db, read_only=True), bundle, run_id=run_id, origin=origin)
+        click.echo(
+            f"wrote {done.runs} runs, {done.cells} cells to {bundle} (origin {done.origin!r}); "
+            f"'bench import {bundle}' merges it into another database"
+        )
+        return
     output = output or Path("results") / f"export.{fmt}"
     rows = open_store(db, read_only=True).export(fmt, output, run_id=run_id)
     click.echo(f"wrote {rows} rows to {output}")

@@ -44,6 +44,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "failed",
     "machine",
     "gpu",
+    "origin",
 )
 
 

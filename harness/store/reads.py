@@ -22,8 +22,10 @@ _CHUNK = 500  # bound parameters per IN (...) clause; SQLite allows 32766
 
 
 def done_keys(connection: Connection, machine_id: int, keys: Collection[str]) -> set[str]:
-    """The keys among ``keys`` with an ``ok`` or ``skipped`` cell in any run on the machine."""
+    """The keys among ``keys`` with an ``ok`` or ``skipped`` cell in any run on a machine
+    with the same hardware as ``machine_id``'s."""
     wanted = sorted(set(keys))
+    hardware = select(Machine.hardware).where(Machine.id == machine_id).scalar_subquery()
     done: set[str] = set()
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
@@ -32,8 +34,9 @@ def done_keys(connection: Connection, machine_id: int, keys: Collection[str]) ->
                 select(Cell.key)
                 .distinct()
                 .join(Run, Cell.run_id == Run.id)
+                .join(Machine, Run.machine_id == Machine.id)
                 .where(
-                    Run.machine_id == machine_id,
+                    Machine.hardware == hardware,
                     Cell.status.in_(DONE_STATUSES),
                     Cell.key.in_(chunk),
                 )
@@ -74,11 +77,18 @@ def runs_frame(connection: Connection) -> pd.DataFrame:
             count(FAILED_STATUSES).label("failed"),
             Machine.hostname.label("machine"),
             Machine.gpu,
+            Run.origin,
         )
         .join(Machine, Run.machine_id == Machine.id)
         .outerjoin(Cell, Cell.run_id == Run.id)
         .group_by(
-            Run.id, Run.suite_name, Run.started_at, Run.ended_at, Machine.hostname, Machine.gpu
+            Run.id,
+            Run.suite_name,
+            Run.started_at,
+            Run.ended_at,
+            Machine.hostname,
+            Machine.gpu,
+            Run.origin,
         )
         .order_by(Run.id)
     )

@@ -1,7 +1,8 @@
 """SQLAlchemy 2 typed ORM models of the results database (DESIGN §8).
 
-Five tables: ``machines``, ``runs``, ``cells``, ``metrics`` (long format: one row per cell and
-metric name, so a new metric needs no migration) and ``metric_defs``. These rows are separate
+Tables: ``machines``, ``runs``, ``cells``, ``metrics`` (long format: one row per cell and
+metric name, so a new metric needs no migration), ``samples``, ``metric_defs`` and ``claims``
+(which runner is measuring which cell, see :mod:`harness.store.claims`). These rows are separate
 from the frozen records in :mod:`harness.results`; :mod:`harness.store.store` converts
 explicitly between the two.
 
@@ -90,6 +91,8 @@ class Machine(Base):
     gpu_count: Mapped[int] = mapped_column(Integer)
     driver: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # sha256 of the facts above but hostname and RAM: identical nodes share results.
+    hardware: Mapped[str] = mapped_column(String(64), index=True)
 
     runs: Mapped[list[Run]] = relationship(back_populates="machine")
 
@@ -109,6 +112,10 @@ class Run(Base):
     environment: Mapped[dict[str, Any]] = mapped_column(JSON)  # library versions etc.
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    uid: Mapped[str] = mapped_column(
+        String(36), unique=True, index=True
+    )  # identity across databases
+    origin: Mapped[str | None] = mapped_column(Text)  # null: measured into this database
 
     machine: Mapped[Machine] = relationship(back_populates="runs")
     cells: Mapped[list[Cell]] = relationship(back_populates="run")
@@ -191,3 +198,24 @@ class MetricDefRow(Base):
     description: Mapped[str] = mapped_column(Text)
     # harness.results.METRIC_KINDS; rows of older databases get theirs from the name (0007)
     kind: Mapped[str] = mapped_column(String(32), default="other")
+
+
+class Claim(Base):
+    """A runner's claim on a cell, taken before measuring it (:mod:`harness.store.claims`).
+
+    Unique per (``scope``, ``key``): the scope is the hardware that measures the cell.
+    Times are unix seconds of the database's clock, so runners on machines whose clocks
+    disagree still agree on expiry.
+    """
+
+    __tablename__ = "claims"
+    __table_args__ = (UniqueConstraint("scope", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64))  # the hardware key of the machine
+    key: Mapped[str] = mapped_column(String(64))  # the cell key
+    holder: Mapped[str] = mapped_column(String(64), index=True)  # the runner's id
+    claimed_at: Mapped[float] = mapped_column(Double)
+    heartbeat_at: Mapped[float] = mapped_column(Double)  # the holder's last renewal
+    expires_at: Mapped[float] = mapped_column(Double)  # heartbeat + the holder's lease
+    finished_at: Mapped[float | None] = mapped_column(Double)  # the result is recorded

@@ -9,8 +9,11 @@ in :mod:`.frames`. This package must not import torch: the dashboard imports it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,18 +26,31 @@ from sqlalchemy.orm import Session
 
 from harness.errors import StoreError
 from harness.results import STATUSES, CellResult, MetricDef, Value
-from harness.store import reads
+from harness.store import claims, reads
+from harness.store.claims import ClaimRef, ClaimState
 from harness.store.connect import READ_OPTION, first_line, fix_for, open_engine, resolve_url
 from harness.store.frames import EXPORT_FORMATS, ExportFormat, write_file
 from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run, Sample
 
 MACHINE_REQUIRED: tuple[str, ...] = ("hostname", "cpu", "cpu_count", "ram_bytes")
 MACHINE_OPTIONAL: dict[str, Any] = {"gpu": None, "gpu_count": 0, "driver": None}
+#: The machine facts that make its hardware: results resume per hardware (the same CPU and
+#: GPU models, counts and driver), so identical nodes of a cluster share them.
+HARDWARE: tuple[str, ...] = ("cpu", "cpu_count", "gpu", "gpu_count", "driver")
 T = TypeVar("T")
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def hardware_key(info: Mapping[str, Any]) -> str:
+    """sha256 of the :data:`HARDWARE` facts of a machine (missing optional ones as default).
+
+    Migration 0004 computes the same hash for machines stored before it.
+    """
+    facts = {name: info.get(name, MACHINE_OPTIONAL.get(name)) for name in HARDWARE}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
 class Store:
@@ -75,6 +91,11 @@ class Store:
         resolved = resolve_url(url)
         engine, where = open_engine(resolved, read_only=read_only)
         return cls(resolved, engine, where, read_only=read_only)
+
+    @property
+    def where(self) -> str:
+        """The database as messages name it: the SQLite file, else the URL, password hidden."""
+        return self._where
 
     def close(self) -> None:
         """Release every connection."""
@@ -166,7 +187,7 @@ class Store:
                 f"ensure_machine({fingerprint!r}): {problem}. "
                 f"Allowed: {', '.join(sorted(allowed))}; required: {', '.join(MACHINE_REQUIRED)}."
             )
-        columns = {**MACHINE_OPTIONAL, **info}
+        columns = {**MACHINE_OPTIONAL, **info, "hardware": hardware_key(info)}
 
         def upsert(session: Session) -> int:
             machine = session.scalar(select(Machine).where(Machine.fingerprint == fingerprint))
@@ -191,8 +212,16 @@ class Store:
         harness_version: str,
         git_commit: str | None,
         environment: Mapping[str, Any],
+        uid: str | None = None,
+        origin: str | None = None,
     ) -> int:
-        """Record the start of a run (``started_at`` = now, UTC) and return its id."""
+        """Record the start of a run (``started_at`` = now, UTC) and return its id.
+
+        Args:
+            uid: The run's identity across databases; None makes a new UUID.
+            origin: Where the results come from; None for a run measured into this
+                database (``bench import`` sets the bundle's).
+        """
         with self._write() as session:
             if session.get(Machine, machine_id) is None:
                 raise StoreError(
@@ -207,6 +236,8 @@ class Store:
                 git_commit=git_commit,
                 environment=dict(environment),
                 started_at=_now(),
+                uid=uid or str(uuid.uuid4()),
+                origin=origin,
             )
             session.add(run)
             session.flush()
@@ -222,14 +253,23 @@ class Store:
             if done.rowcount != 1:  # type: ignore[attr-defined]
                 raise StoreError(f"{self._where}: no run with id {run_id}; see 'bench results'.")
 
-    def record(self, run_id: int, result: CellResult) -> int:
+    def record(self, run_id: int, result: CellResult, *, claim: ClaimRef | None = None) -> int:
         """Store one cell and all its metrics in one transaction.
 
         A cell with the same key already in this run is replaced (deleted and inserted in
         the same transaction), so a retried cell never appears twice.
 
+        Args:
+            run_id: The run the cell belongs to.
+            result: The cell's outcome.
+            claim: The claim under which the cell was measured; it is finished in the
+                same transaction (:func:`harness.store.claims.finish`).
+
         Returns:
             The new cell id.
+
+        Raises:
+            ClaimLost: ``claim`` was taken over by another runner; nothing was written.
         """
         if result.status not in STATUSES:
             raise StoreError(
@@ -246,6 +286,8 @@ class Store:
         with self._write() as session:
             if session.get(Run, run_id) is None:
                 raise StoreError(f"{self._where}: no run with id {run_id}; call start_run() first.")
+            if claim is not None:
+                claims.finish(session, claim)
             old = select(Cell.id).where(Cell.run_id == run_id, Cell.key == result.key)
             quiet = {"synchronize_session": False}
             # Explicit, so backends without enforced ON DELETE CASCADE behave the same.
@@ -296,12 +338,46 @@ class Store:
 
         self._write_retrying(upsert)
 
+    # -- claims (:mod:`.claims`) ----------------------------------------------------------
+
+    def clock(self) -> float:
+        """The database's current time, unix seconds: the clock claims are judged by."""
+        with self._write() as session:
+            return claims.clock(session)
+
+    def claim(
+        self, refs: Sequence[ClaimRef], *, since: float, lease_s: float
+    ) -> dict[str, ClaimState]:
+        """Claim cells before measuring them, all in one transaction.
+
+        See :func:`harness.store.claims.take` for the states.
+
+        Returns:
+            Cell key -> ``taken``, ``held`` or ``done``.
+        """
+        with self._write() as session:
+            return {
+                ref.key: claims.take(session, ref, since=since, lease_s=lease_s) for ref in refs
+            }
+
+    def renew_claims(self, holder: str, lease_s: float) -> int:
+        """The heartbeat: extend ``holder``'s unfinished claims by ``lease_s`` from now."""
+        with self._write() as session:
+            return claims.renew(session, holder, lease_s)
+
+    def release_claims(self, holder: str) -> int:
+        """Drop ``holder``'s unfinished claims (a runner that stops early)."""
+        with self._write() as session:
+            return claims.release(session, holder)
+
     # -- reads (queries in :mod:`.reads`) -----------------------------------------------
 
     def done_keys(self, machine_id: int, keys: Collection[str]) -> set[str]:
-        """The keys among ``keys`` with an ``ok`` or ``skipped`` cell on this machine.
+        """The keys among ``keys`` with an ``ok`` or ``skipped`` cell on this hardware.
 
-        Any run counts, so a suite interrupted and run again resumes where it stopped.
+        Any run on any machine with the same :func:`hardware_key` counts, so a suite
+        interrupted and run again resumes where it stopped, and identical nodes of a
+        cluster share their results.
         """
         with self._read() as connection:
             return reads.done_keys(connection, machine_id, keys)
@@ -322,7 +398,8 @@ class Store:
 
         Columns: ``id, suite_name, started_at, ended_at`` (UTC; ``ended_at`` NaT for an
         interrupted or running run), ``cells`` (count), ``ok``, ``failed`` (cells whose
-        status is neither ok nor skipped), ``machine`` (hostname), ``gpu``.
+        status is neither ok nor skipped), ``machine`` (hostname), ``gpu``, ``origin``
+        (where an imported run came from; None for runs measured into this database).
         """
         with self._read() as connection:
             return reads.runs_frame(connection)
