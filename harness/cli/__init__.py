@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from harness.cli import info, measure, results
+from harness.cli import compare, info, measure, results
 from harness.cli.app import cli, main
 
-for _module in (measure, results, info):
+for _module in (measure, results, compare, info):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
