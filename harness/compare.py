@@ -493,13 +493,11 @@ def compare(
     matched, mismatched, only_base, only_candidate = match_cells(
         base, candidate, across_devices=options.across_devices
     )
-    if any(p.differences for p in matched):
-        shared = _shared_differences(matched)
-        if base.run.get("machine") != candidate.run.get("machine"):
-            machine = Difference("machine", base.run.get("machine"), candidate.run.get("machine"))
-            shared.insert(0, machine)
-    else:  # no fingerprints (cells stored before them): what the runs recorded
-        shared = run_differences(base.run, candidate.run)
+    shared = _shared_differences(matched)
+    # What the runs recorded (machine, git commit, environment) and no cell's fingerprint
+    # already says: all there is for cells stored before fingerprints.
+    seen = {d.field for p in matched for d in p.differences}
+    shared += [d for d in run_differences(base.run, candidate.run) if d.field not in seen]
     common = {_difference_key(d) for d in shared}
     pairs = [
         replace(p, differences=tuple(d for d in p.differences if _difference_key(d) not in common))

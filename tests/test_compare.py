@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ DEFS = {
     "stats.tpot_cv": MetricDef("stats.tpot_cv", "ratio", False, "cv"),
 }
 WORKLOAD = "generate(batch_size=1,new_tokens=16,prompt_tokens=64)"
+Stored = tuple[float | None, float | None, float | None, int, tuple[float, ...]]
 
 
 def fingerprint(**changes: Any) -> dict[str, Any]:
@@ -87,9 +89,7 @@ class FakeCell:
     status: str = "ok"
     reason: str | None = None
     # metric -> (value, ci_low, ci_high, n, samples)
-    metrics: dict[str, tuple[float | None, float | None, float | None, int, tuple[float, ...]]] = (
-        field(default_factory=dict)
-    )
+    metrics: Mapping[str, Stored] = field(default_factory=dict)
     fingerprint: dict[str, Any] | None = field(default_factory=fingerprint)
 
 
@@ -118,19 +118,21 @@ def side(label: str, cells: list[FakeCell], run: dict[str, Any] | None = None) -
         run=run or {"id": 1, "machine": "vm"},
         cells=pd.DataFrame(cell_rows),
         metrics=pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS)),
-        samples=pd.DataFrame(sample_rows, columns=["run_id", "cell_key", "name", "position", "value"]),
+        samples=pd.DataFrame(
+            sample_rows, columns=["run_id", "cell_key", "name", "position", "value"]
+        ),
         fingerprints={c.key: c.fingerprint for c in cells},
     )
 
 
-def repeated(*samples: float) -> tuple[float, float, float, int, tuple[float, ...]]:
+def repeated(*samples: float) -> Stored:
     xs = sorted(samples)
     mid = len(xs) // 2
     median = xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
     return (median, xs[0], xs[-1], len(xs), tuple(samples))
 
 
-def once(value: float) -> tuple[float, None, None, int, tuple[float, ...]]:
+def once(value: float) -> Stored:
     return (value, None, None, 1, ())
 
 
