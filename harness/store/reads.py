@@ -165,6 +165,7 @@ def cells_frame(
 
 def run_records(connection: Connection) -> list[dict[str, Any]]:
     """Every run with its provenance and machine, oldest first; see ``Store.run_records``."""
+    cells = select(func.count(Cell.id)).where(Cell.run_id == Run.id).scalar_subquery()
     stmt = (
         select(
             Run.id,
@@ -179,11 +180,9 @@ def run_records(connection: Connection) -> list[dict[str, Any]]:
             Machine.hostname.label("machine"),
             Machine.cpu,
             Machine.gpu,
-            func.count(Cell.id).label("cells"),
+            cells.label("cells"),
         )
         .join(Machine, Run.machine_id == Machine.id)
-        .outerjoin(Cell, Cell.run_id == Run.id)
-        .group_by(Run.id, Machine.id)
         .order_by(Run.id)
     )
     return [dict(row) for row in connection.execute(stmt).mappings()]
