@@ -443,12 +443,19 @@ def _identity_differences(
 def _named(
     base: Mapping[str, Any], candidate: Mapping[str, Any], across_devices: bool
 ) -> list[Difference]:
-    """Non-identity fields (and, across devices, the device) that differ."""
+    """Non-identity fields (and, across devices, the device) that differ.
+
+    A field recorded on one side only counts (a library installed since) unless one side
+    has only the suite's part of the fingerprint (a cell that timed out before the worker
+    reported): then only the fields both record.
+    """
     if not base or not candidate:
         return []
     fb, fc = flatten(base), flatten(candidate)
+    partial = ("software" in base) != ("software" in candidate)
+    paths = fb.keys() & fc.keys() if partial else fb.keys() | fc.keys()
     out = []
-    for path in sorted(fb.keys() | fc.keys()):
+    for path in sorted(paths):
         if path in UNNAMED or path.startswith(UNNAMED_PREFIXES):
             continue
         if is_identity(path) and not (across_devices and path == "device.name"):
@@ -461,8 +468,9 @@ def _named(
 def run_differences(base: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[Difference]:
     """What differs between two run records: machine, git commit, library versions.
 
-    Used for the header when cells carry no fingerprint (stored before fingerprints); the
-    environment is flattened (``libraries.torch``) like a fingerprint's software section.
+    The environment is flattened under ``software`` like a fingerprint's software section,
+    so a field both record is named once; for cells stored before fingerprints existed this
+    is all there is.
     """
     out = []
     if base.get("machine") != candidate.get("machine"):

@@ -299,6 +299,19 @@ def test_a_cell_that_stopped_working_is_reported() -> None:
     assert (pair.base_status, pair.candidate_status) == ("ok", "error")
 
 
+def test_a_timed_out_cell_names_only_what_both_sides_recorded() -> None:
+    # A timed-out cell has only the suite's part of its fingerprint: no software, files.
+    static = {k: v for k, v in fingerprint().items() if k not in ("software", "host")}
+    static["model"] = {k: static["model"][k] for k in ("id", "dtype", "revision")}
+    static["policy"] = {"warmup": 1, "repeats": 3}
+    base = side("A", [FakeCell("k1", metrics={TPOT: once(0.05)})])
+    timed_out = FakeCell("k2", status="timeout", fingerprint=static)
+    result = compare(base, side("B", [timed_out]), DEFS)
+    (pair,) = result.broken
+    assert pair.candidate_status == "timeout"
+    assert [str(d) for d in result.differences] == ["policy.repeats 6 → 3"]
+
+
 def test_failures_are_gated_regressions_only() -> None:
     base = side("A", [FakeCell("k1", metrics={PEAK: once(100.0), PPL: once(10.0)})])
     candidate = side("B", [FakeCell("k2", metrics={PEAK: once(110.0), PPL: once(11.0)})])
