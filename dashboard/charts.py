@@ -221,6 +221,111 @@ def frontier_spec(
     return spec
 
 
+#: Colours of the verdicts in the compare view (as in ``bench compare``'s table).
+VERDICT_COLOURS: dict[str, str] = {
+    "regressed": "#cf222e",
+    "improved": "#1a7f37",
+    "unchanged": "#8c959f",
+    "inconclusive": "#bf8700",
+    "changed": "#8250df",
+    "missing": "#24292f",
+}
+
+
+def ratio_spec(
+    rows: pd.DataFrame, metric: str, threshold: float, width: int = 640
+) -> dict[str, Any]:
+    """Candidate / base ratios of one metric with their 95% intervals, one line per cell.
+
+    The unchanged band [1 − threshold, 1 + threshold] is shaded; each interval is a bar
+    from ``ci_low`` to ``ci_high`` and each ratio a point, coloured by verdict.
+
+    Args:
+        rows: Output of :func:`dashboard.queries.regression_frame` for that metric.
+        metric: The metric, for the title.
+        threshold: The unchanged band's half-width (fraction).
+        width: Chart width, px.
+
+    Returns:
+        A Vega-Lite v6 specification with its data inlined.
+    """
+    records = []
+    for row in rows.itertuples(index=False):
+        if _isnan(row.ratio):
+            continue
+        records.append(
+            {
+                "cell": f"{row.technique} · {row.workload}"
+                + (f" · {row.model}" if rows["model"].nunique() > 1 else ""),
+                "ratio": float(row.ratio),
+                "low": None if _isnan(row.ci_low) else float(row.ci_low),
+                "high": None if _isnan(row.ci_high) else float(row.ci_high),
+                "verdict": row.verdict,
+                "interval": "-"
+                if _isnan(row.ci_low)
+                else f"[{float(row.ci_low):.3f}, {float(row.ci_high):.3f}]",
+            }
+        )
+    domain = [v for v in VERDICT_COLOURS if v in {r["verdict"] for r in records}]
+    colour = {
+        "field": "verdict",
+        "type": "nominal",
+        "scale": {"domain": domain, "range": [VERDICT_COLOURS[v] for v in domain]},
+    }
+    x = {
+        "field": "ratio",
+        "type": "quantitative",
+        "title": "candidate / base",
+        "scale": {"zero": False},
+    }
+    y = {"field": "cell", "type": "nominal", "title": None, "sort": None}
+    band = {"lo": 1.0 - threshold, "hi": 1.0 + threshold}
+    layers: list[dict[str, Any]] = [
+        {
+            "data": {"values": [band]},
+            "mark": {"type": "rect", "color": "#8c959f", "opacity": 0.15},
+            "encoding": {"x": {"field": "lo", "type": "quantitative"}, "x2": {"field": "hi"}},
+        },
+        {
+            "data": {"values": [{"one": 1.0}]},
+            "mark": {"type": "rule", "color": "#57606a", "strokeDash": [4, 3]},
+            "encoding": {"x": {"field": "one", "type": "quantitative"}},
+        },
+        {
+            "transform": [{"filter": "datum.low != null && datum.high != null"}],
+            "mark": {"type": "rule", "strokeWidth": 2},
+            "encoding": {
+                "x": {**x, "field": "low"},
+                "x2": {"field": "high"},
+                "y": y,
+                "color": colour,
+            },
+        },
+        {
+            "mark": {"type": "point", "filled": True, "size": 90},
+            "encoding": {
+                "x": x,
+                "y": y,
+                "color": colour,
+                "tooltip": [
+                    {"field": "cell"},
+                    {"field": "ratio", "format": ".3f"},
+                    {"field": "interval", "title": "95% CI"},
+                    {"field": "verdict"},
+                ],
+            },
+        },
+    ]
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "title": f"{metric}: candidate / base, 95% CI (shaded: ±{threshold:.3g} unchanged band)",
+        "data": {"values": records},
+        "width": width,
+        "height": max(60, 28 * len(records)),
+        "layer": layers,
+    }
+
+
 def _isnan(value: Any) -> bool:
     """True for None, NaN and pandas NA."""
     if value is None or value is pd.NA:

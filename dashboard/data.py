@@ -17,6 +17,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from dashboard.queries import normalize_cells
+from harness.compare import Comparison, Options
 from harness.results import MetricDef
 from harness.store import Store
 from harness.store.schema import Cell, Machine, Metric, Run
@@ -153,6 +154,26 @@ def cell_detail(url: str, run_id: int, cell_key: str) -> tuple[dict[str, Any], p
     for column in ("value", "ci_low", "ci_high"):
         metrics[column] = pd.to_numeric(metrics[column]).astype(float)
     return dict(cell), metrics
+
+
+def load_comparison(
+    url: str, base_id: int, candidate_id: int, options: Options | None = None
+) -> Comparison:
+    """``bench compare`` of two runs of the database (:func:`harness.compare.compare`).
+
+    Raises:
+        StoreError: The database cannot be read.
+        BenchError: A run does not exist.
+    """
+    from harness.compare import compare
+    from harness.compare_sides import load_side, resolve_run
+
+    with open_store(url) as store:
+        records = store.run_records()
+        base = load_side(store, resolve_run(records, str(base_id), "base"))
+        candidate = load_side(store, resolve_run(records, str(candidate_id), "candidate"))
+        defs = store.metric_defs()
+    return compare(base, candidate, defs, options)
 
 
 def describe_run(row: pd.Series) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard.pareto import pareto_front
+from harness.compare import Comparison
 from harness.results import STATUSES, MetricDef, MetricKind
 from harness.store import workload_label as store_workload_label
 
@@ -475,6 +476,67 @@ def compare_frames(
     for column in ("better", "significant"):
         frame[column] = frame[column].astype(object)
     return frame.sort_values([*on, "metric"], kind="stable").reset_index(drop=True)
+
+
+#: Columns of :func:`regression_frame`.
+REGRESSION_COLUMNS: tuple[str, ...] = (
+    "model",
+    "device",
+    "technique",
+    "workload",
+    "metric",
+    "unit",
+    "base",
+    "candidate",
+    "ratio",
+    "ci_low",
+    "ci_high",
+    "verdict",
+    "more_repeats",
+    "method",
+    "note",
+)
+
+
+def regression_frame(comparison: Comparison, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of a ``bench compare`` result (:func:`harness.compare.compare`) as a frame.
+
+    Args:
+        comparison: The comparison of two runs.
+        metrics: Only these metrics; None for all.
+
+    Returns:
+        :data:`REGRESSION_COLUMNS`: the cell's identity, the metric and its unit, base and
+        candidate values (stored units), the ratio candidate / base with its 95% interval
+        (NaN without one), the verdict, the repeats per side that would settle an
+        inconclusive one (NaN otherwise), the interval's method and a note; in the
+        comparison's order.
+    """
+    records = []
+    for row in comparison.rows:
+        if metrics is not None and row.metric not in metrics:
+            continue
+        ratio = row.ratio
+        records.append(
+            {
+                "model": row.pair.model,
+                "device": row.pair.device,
+                "technique": row.pair.technique,
+                "workload": row.pair.workload,
+                "metric": row.metric,
+                "unit": row.unit,
+                "base": row.base.value if row.base else math.nan,
+                "candidate": row.candidate.value if row.candidate else math.nan,
+                "ratio": ratio.ratio if ratio else math.nan,
+                "ci_low": ratio.low if ratio else math.nan,
+                "ci_high": ratio.high if ratio else math.nan,
+                "verdict": row.verdict,
+                "more_repeats": float(row.repeats_needed) if row.repeats_needed else math.nan,
+                "method": ratio.method if ratio else "",
+                "note": row.note or "",
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=list(REGRESSION_COLUMNS))
 
 
 def _num(value: Any) -> float:

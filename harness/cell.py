@@ -1,6 +1,7 @@
 """The life of one cell, as a short pipeline of named steps.
 
     build_stack  Cell                       -> list[Technique]   (configs validated, check())
+    identify     Cell, loaded model         -> fingerprint part  (files, tokenizer, inputs)
     prepare      techniques, loaded model   -> Prepared          (each technique in order)
     run_tasks    Prepared                   -> Values            (the workload, then accuracy)
     technique    techniques                 -> Values            (technique metrics)
@@ -15,16 +16,27 @@ loaded models, texts, probes, and the memo of results that several cells share.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import derive
 from harness.errors import Skip
+from harness.fingerprint import (
+    describe,
+    device_facts,
+    merge,
+    model_section,
+    software_section,
+    text_digest,
+    tokenizer_digest,
+)
 from harness.results import CellResult, Measurement, Status, Value
 from harness.technique import Context, Prepared, Technique
+from harness.textsources import resolve_text_source
 from harness.workloads import Workload, WorkloadContext
 
 if TYPE_CHECKING:
@@ -88,8 +100,14 @@ def cell_result(
     reason: str | None,
     started: float,
     values: Sequence[Value] = (),
+    observed: Mapping[str, Any] | None = None,
 ) -> CellResult:
-    """The stored outcome of ``cell``, begun at unix time ``started`` and ending now."""
+    """The stored outcome of ``cell``, begun at unix time ``started`` and ending now.
+
+    Its fingerprint is what the suite says of the cell (``harness.fingerprint.describe``)
+    with ``observed`` merged in: what the worker saw (:func:`identify`), when it got that
+    far.
+    """
     return CellResult(
         key=cell.key,
         model=cell.model.id,
@@ -103,11 +121,20 @@ def cell_result(
         duration_s=time.time() - started,
         values=tuple(values),
         reference=cell.reference,
+        fingerprint=merge(describe(cell), observed or {}),
     )
 
 
-def measure(cell: Cell, res: Resources) -> tuple[tuple[Value, ...], str | None]:
+def measure(
+    cell: Cell, res: Resources, observed: dict[str, Any] | None = None
+) -> tuple[tuple[Value, ...], str | None]:
     """Run the pipeline for ``cell``; returns its values and a note for the cell's reason.
+
+    Args:
+        cell: the cell.
+        res: what the worker lends it.
+        observed: filled with :func:`identify`'s part of the fingerprint as soon as the
+            model is loaded, so a cell that fails later still records what it ran on.
 
     Raises:
         Skip: the cell cannot run here (a technique's check or prepare said why).
@@ -118,6 +145,8 @@ def measure(cell: Cell, res: Resources) -> tuple[tuple[Value, ...], str | None]:
     workload_cls = res.registry.workloads[cell.workload.name]
     mutates = workload_cls.mutates_weights or any(t.mutates_weights for t in techniques)
     loaded = res.load(cell.model, fresh=mutates)
+    if observed is not None:
+        observed.update(identify(cell, loaded, res))
     ctx = Context(
         device=cell.device,
         model_id=cell.model.id,
@@ -148,6 +177,53 @@ def build_stack(cell: Cell, registry: Registry, env: Environment) -> list[Techni
         technique.check(env)
         techniques.append(technique)
     return techniques
+
+
+def identify(cell: Cell, loaded: LoadedModel, res: Resources) -> dict[str, Any]:
+    """The part of the cell's fingerprint that only the worker knows (``harness.fingerprint``).
+
+    The model's files, the tokenizer, the sha256 of every text the cell's tasks read, what
+    each task says identifies its inputs (``Workload.fingerprint``: ``generate``'s prompt
+    token ids), the device's GPU and CPU, the software versions and the machine's load.
+    """
+    texts: dict[str, dict[str, Any]] = {}
+    inputs: dict[str, Any] = {}
+    accuracy_inputs: dict[str, Any] = {}
+    for spec in (cell.workload, *cell.accuracy):
+        cls = res.registry.workloads[spec.name]
+        task = cls(cls.Params.model_validate(spec.params))
+        read = {(ref, split): res.text(ref, split) for ref, split in task.texts()}
+        for (ref, split), text in read.items():
+            source = resolve_text_source(ref, res.registry.text_sources).name
+            texts.setdefault(ref, {})[split] = {"source": source, **text_digest(text)}
+        wctx = WorkloadContext(
+            device=cell.device,
+            tokenizer=loaded.tokenizer,
+            policy=cell.policy,
+            probes=(),
+            texts=read,
+        )
+        found = task.fingerprint(wctx)
+        if spec is cell.workload:
+            inputs = found
+        elif found:
+            accuracy_inputs[spec.name] = found
+    part: dict[str, Any] = {
+        "model": model_section(cell.model.id, cell.model.revision, loaded),
+        "workload": {
+            "texts": texts,
+            "tokenizer": tokenizer_digest(loaded.tokenizer),
+            "inputs": inputs,
+        },
+        "device": device_facts(res.env.gpu_name, res.env.cuda_capability),
+        "software": software_section(res.registry),
+        # how busy the machine was as the cell began: not what was measured, but what
+        # explains two runs' different timings (bench compare prints it)
+        "host": {"load_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
+    }
+    if accuracy_inputs:
+        part["accuracy_inputs"] = accuracy_inputs
+    return part
 
 
 def prepare(techniques: Sequence[Technique], prepared: Prepared, ctx: Context) -> Prepared:

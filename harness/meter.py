@@ -171,6 +171,65 @@ def _float_start(n: int) -> int:
     return max(0, math.floor(n / 2 - 5 * math.sqrt(n)))
 
 
+def min_samples_for_percentile(percent: int) -> int:
+    """Fewest samples worth reporting the ``percent``-th percentile of: ⌈100 / (100 − percent)⌉.
+
+    Below it the expected number of samples beyond the percentile is under one, so the
+    number is the sample maximum in disguise: p50 needs 2, p90 10, p95 20, p99 100 samples.
+
+    Args:
+        percent: The percentile, 1..99.
+    """
+    if not 0 < percent < 100:
+        raise ValueError(f"min_samples_for_percentile() needs 0 < percent < 100, got {percent}")
+    return -(-100 // (100 - percent))
+
+
+def quantile_ci_ranks(n: int, q: float) -> tuple[int, int] | None:
+    """1-based ranks (j, k) of the order statistics bounding a 95% CI of the q-quantile.
+
+    The method of ``median_ci_ranks`` for any quantile (Conover 1999, §3.2): the number B
+    of samples below the population q-quantile is Binomial(n, q), and [x_(j), x_(k)] covers
+    the quantile with probability P(j <= B <= k - 1). The tails are cut equally: j is the
+    largest rank with P(B <= j - 1) <= 2.5%, k the smallest with P(B >= k) <= 2.5%, so the
+    coverage is at least 95%. For q = 1/2 these are the ranks of ``median_ci_ranks``.
+
+    Returns:
+        (j, k) with 1 <= j < k <= n, or None when the sample is too small to bound the
+        quantile on one side: the upper bound of a p99 needs n >= 368 (0.99^n <= 2.5%).
+
+    Raises:
+        ValueError: n < 1 or q outside (0, 1).
+    """
+    if n < 1 or not 0.0 < q < 1.0:
+        raise ValueError(f"quantile_ci_ranks() needs n >= 1 and 0 < q < 1, got n={n}, q={q}")
+    tail = _ALPHA_NUM / _ALPHA_DEN / 2
+    cdf = 0.0  # P(B <= i - 1) before step i
+    j = 0
+    k = None
+    for i in range(n + 1):
+        if cdf <= tail:
+            j = i  # P(B <= i - 1) <= tail: rank i bounds the lower tail
+        cdf += math.exp(_log_binom_pmf(n, i, q))
+        if k is None and 1.0 - cdf <= tail:
+            k = i + 1  # P(B >= i + 1) <= tail
+            break
+    if j < 1 or k is None or k > n:
+        return None
+    return j, k
+
+
+def _log_binom_pmf(n: int, i: int, q: float) -> float:
+    """log P(B = i) for B ~ Binomial(n, q)."""
+    return (
+        math.lgamma(n + 1)
+        - math.lgamma(i + 1)
+        - math.lgamma(n - i + 1)
+        + i * math.log(q)
+        + (n - i) * math.log1p(-q)
+    )
+
+
 def sync(device: str) -> None:
     """Wait until all queued work on ``device`` has finished.
 

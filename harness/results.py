@@ -110,6 +110,8 @@ class CellResult:
     duration_s: float
     values: tuple[Value, ...] = ()
     reference: bool = False  # the suite's reference stack: what other stacks compare with
+    # what exactly was measured (harness.fingerprint): model files, inputs, stack, software
+    fingerprint: dict[str, Any] | None = None
 
     def metric(self, name: str) -> float | None:
         """The value of metric ``name``; None when it is absent or was not measured."""

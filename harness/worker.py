@@ -115,8 +115,9 @@ class Worker:
         status: Status = "ok"
         reason = None
         values: tuple[Value, ...] = ()
+        observed: dict[str, Any] = {}  # the fingerprint's part that only this worker sees
         try:
-            values, reason = measure(cell, self)
+            values, reason = measure(cell, self, observed)
         except Skip as exc:
             status, reason = "skipped", exc.reason
         except MemoryError as exc:
@@ -136,7 +137,7 @@ class Worker:
                 import torch
 
                 torch.cuda.empty_cache()
-        return cell_result(cell, status, reason, started, values)
+        return cell_result(cell, status, reason, started, values, observed)
 
 
 def _summary(exc: BaseException) -> str:

@@ -206,24 +206,33 @@ def test_frontier_without_accuracy_falls_back_to_memory_vs_tpot(
 # --- compare ---------------------------------------------------------------------------------
 
 
-def test_compare_two_runs_flags_significant_change(
-    monkeypatch: pytest.MonkeyPatch, demo_url: str
-) -> None:
+def test_compare_two_runs_gives_verdicts(monkeypatch: pytest.MonkeyPatch, demo_url: str) -> None:
     at = run_app(monkeypatch, demo_url, page="compare")
-    widget(at.selectbox, "Run A").set_value(1)
-    widget(at.selectbox, "Run B").set_value(2)
+    widget(at.selectbox, "Base run").set_value(1)
+    widget(at.selectbox, "Candidate run").set_value(2)
     at.run()
     table = at.dataframe[0].value
     tpot = table[(table["metric"] == TPOT) & (table["model"] == "smollm2-135m")]
     rows = tpot.set_index("technique")
-    assert rows.loc["baseline", "change_%"] == pytest.approx(10.0)
-    assert rows.loc["baseline", "significant"] == True  # noqa: E712 (object column)
-    assert rows.loc["baseline", "better"] == False  # noqa: E712
-    assert rows.loc["kv-quant(bits=4)", "change_%"] == pytest.approx(0.0)
-    assert rows.loc["kv-quant(bits=4)", "significant"] == False  # noqa: E712
+    # Run 2's baseline TPOT is 10% slower; both sides hold ±2% intervals (no samples), so
+    # the ratio's interval is [1.1·0.98/1.02, 1.1·1.02/0.98]: entirely beyond +2%.
+    assert rows.loc["baseline", "ratio"] == pytest.approx(1.10)
+    assert rows.loc["baseline", "ci_low"] == pytest.approx(1.1 * 0.98 / 1.02)
+    assert rows.loc["baseline", "verdict"] == "regressed"
+    # Unchanged stacks: ratio 1 with [0.98/1.02, 1.02/0.98] straddling ±2%: inconclusive.
+    assert rows.loc["kv-quant(bits=4)", "ratio"] == pytest.approx(1.0)
+    assert rows.loc["kv-quant(bits=4)", "verdict"] == "inconclusive"
+    memory = table[(table["metric"] == MEM) & (table["technique"] == "baseline")]
+    assert set(memory["verdict"]) == {"unchanged"}  # exact byte counts, equal
     summary = texts(at.markdown)
-    # Both models' baseline TPOT and decode throughput got significantly worse.
-    assert "**4** changed significantly (0 better, 4 worse)" in summary
+    # Both models' baseline TPOT and decode throughput got worse beyond the band.
+    assert "**4** regressed" in summary
+    assert "git commit" not in summary  # the demo runs share their commit
+    (chart,) = chart_specs(at)
+    assert chart["title"].startswith(f"{TPOT}: candidate / base")
+    widget(at.multiselect, "Verdicts").set_value(["regressed"])
+    at.run()
+    assert set(at.dataframe[0].value["verdict"]) == {"regressed"}
 
 
 def test_compare_two_runs_on_different_devices(
@@ -234,7 +243,8 @@ def test_compare_two_runs_on_different_devices(
     table = at.dataframe[0].value
     assert set(table["model"]) == {"smollm2-135m", "smollm2-360m"}
     ttft = table[(table["metric"] == "latency.ttft_s") & (table["technique"] == "baseline")]
-    assert ttft["change_%"].tolist() == pytest.approx([-85.0, -85.0])  # GPU run: 0.15×
+    assert ttft["ratio"].tolist() == pytest.approx([0.15, 0.15])  # GPU run: 0.15×
+    assert "machine laptop → gpu-node" in texts(at.markdown)
 
 
 def test_compare_two_stacks(monkeypatch: pytest.MonkeyPatch, demo_url: str) -> None:

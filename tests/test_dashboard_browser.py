@@ -155,7 +155,7 @@ def test_every_page_renders_in_chromium(browser: WebDriver, tmp_path: Path) -> N
     assert frontier.count('data-testid="stVegaLiteChart"') == 2  # memory and TPOT vs accuracy
     assert "stacks on the front" in frontier
     assert "weight-quant(bits=4)+kv-quant(bits=2)" in doms["leaderboard"]
-    assert "changed significantly" in doms["compare"]  # runs 2 and 3 share their cells
+    assert "candidate / base" in doms["compare"]  # runs 2 and 3 share their cells
     assert "needs CUDA" in doms["detail"]
 
 

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 from dashboard_db import DEFS, WORKLOAD_LABEL, expected_delta, fill_demo_db
 
-from dashboard.charts import axis_title, display_unit, format_value, frontier_spec
-from dashboard.data import cell_detail, load_snapshot, run_detail
+from dashboard.charts import axis_title, display_unit, format_value, frontier_spec, ratio_spec
+from dashboard.data import cell_detail, load_comparison, load_snapshot, run_detail
 from dashboard.queries import (
     DELTA_SUFFIX,
+    REGRESSION_COLUMNS,
     busiest_workload,
     compare_frames,
     default_axes,
@@ -31,11 +32,13 @@ from dashboard.queries import (
     metrics_of_kind,
     normalize_cells,
     reference_deltas,
+    regression_frame,
     status_summary,
     technique_family,
     workload_label,
 )
 from dashboard.svg import frontier_svg, nice_ticks
+from harness.compare import Options
 from harness.results import MetricDef
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,6 +348,32 @@ def test_compare_frames_significance_and_direction() -> None:
     assert rows.loc[MEM, "better"] is True and rows.loc[MEM, "significant"] is None  # no CI
     assert rows.loc[TOK, "better"] is True and rows.loc[TOK, "significant"] is False
     assert rows.loc[TOK, "unit"] == "tok/s"
+
+
+def test_regression_frame_and_its_chart(tmp_path: Path) -> None:
+    """The compare view's rows are ``bench compare``'s: one per cell and metric, with the
+    ratio's interval; the chart draws each interval and the unchanged band."""
+    demo = fill_demo_db(f"sqlite:///{tmp_path / 'bench.db'}", gpu_run=False)
+    comparison = load_comparison(demo.url, 1, 2, Options(threshold=0.05))
+    frame = regression_frame(comparison, metrics=[TPOT])
+    assert list(frame.columns) == list(REGRESSION_COLUMNS)
+    assert set(frame["metric"]) == {TPOT}
+    base = frame[(frame["technique"] == "baseline") & (frame["model"] == "smollm2-135m")]
+    (row,) = base.to_dict("records")
+    assert row["ratio"] == pytest.approx(1.10)
+    assert (row["ci_low"], row["ci_high"]) == (
+        pytest.approx(1.1 * 0.98 / 1.02),
+        pytest.approx(1.1 * 1.02 / 0.98),
+    )
+    assert (row["verdict"], row["method"]) == ("regressed", "intervals")
+    same = frame[frame["technique"] == "kv-quant(bits=4)"]
+    assert set(same["verdict"]) == {"unchanged"}  # [0.961, 1.041] inside ±5%
+    spec = ratio_spec(frame, TPOT, 0.05)
+    assert spec["height"] == 28 * len(frame)
+    points = spec["data"]["values"]
+    assert {p["verdict"] for p in points} == {"regressed", "unchanged"}
+    band = spec["layer"][0]["data"]["values"][0]
+    assert band == {"lo": pytest.approx(0.95), "hi": pytest.approx(1.05)}
 
 
 # --- detail helpers --------------------------------------------------------------------------

@@ -17,7 +17,10 @@ from harness.worker import Worker
 from harness.workloads.generate import (
     GenerateParams,
     SuppressEos,
+    _converged,
+    _cost_values,
     _enough,
+    _itl_values,
     _stats_values,
     eos_token_ids,
     prompt_ids,
@@ -59,6 +62,52 @@ def test_half_width_at_the_threshold_is_not_noisy() -> None:
     # n = 6: [min, max] = [20, 22] around median 20: half-width 1 = 5% exactly; CV 0.040.
     stats = _stats([20.0, 20.0, 20.0, 20.0, 20.0, 22.0])
     assert stats["stats.noisy"].value == 0.0
+
+
+def test_a_cell_that_never_converged_is_noisy_with_its_cv() -> None:
+    stats = {v.name: v for v in _stats_values([1.0] * 6, [2.0] * 6, P2, converged=False)}
+    assert stats["stats.noisy"].value == 1.0
+    assert stats["stats.tpot_cv"].value == 0.0  # quiet samples, but the target was missed
+
+
+def test_converged_against_the_target() -> None:
+    ttft, quiet, shaky = [0.5] * 6, [1.5] * 6, [1.5, 1.5, 1.5, 1.5, 1.5, 1.6]
+    assert _converged(ttft, quiet, P2, Policy()) is None  # no target: nothing to reach
+    assert _converged(ttft, quiet, P2, Policy(target_ci=0.02)) is True
+    # [1.0, 1.1] around 1.0: half-width 5% > 2%
+    assert _converged(ttft, shaky, P2, Policy(target_ci=0.02)) is False
+    assert _converged(ttft[:5], quiet[:5], P2, Policy(target_ci=0.5)) is False  # < 6 runs
+
+
+def test_cost_values() -> None:
+    fixed = {v.name: v for v in _cost_values(3, 4.5, None)}
+    assert fixed["stats.repeats"].value == 3.0 and fixed["stats.converge_s"].value == 4.5
+    assert fixed["stats.converged"].value is None
+    assert "target_ci" in str(fixed["stats.converged"].reason)
+    missed = {v.name: v for v in _cost_values(20, 30.0, False)}
+    assert (missed["stats.converged"].value, missed["stats.repeats"].value) == (0.0, 20.0)
+
+
+def test_itl_tails_need_enough_gaps() -> None:
+    values = {v.name: v for v in _itl_values([0.01 * (i % 7 + 1) for i in range(45)])}
+    assert values["latency.itl_p50_s"].value is not None
+    assert values["latency.itl_p90_s"].value is not None  # 45 >= 10
+    assert values["latency.itl_p95_s"].value is not None  # 45 >= 20
+    p99 = values["latency.itl_p99_s"]
+    assert p99.value is None and p99.n == 45
+    assert p99.reason == (
+        "p99 needs at least 100 inter-token gaps, 45 were measured: raise new_tokens or "
+        "policy.repeats"
+    )
+    enough = {v.name: v for v in _itl_values([float(i) for i in range(1, 401)])}
+    p99 = enough["latency.itl_p99_s"]
+    assert p99.value == pytest.approx(396.01)  # numpy's linear interpolation
+    # ranks of quantile_ci_ranks(400, 0.99) bound it
+    low, high = p99.ci_low, p99.ci_high
+    assert low is not None and high is not None
+    assert low <= 396.01 <= high
+    p50 = enough["latency.itl_p50_s"]
+    assert (p50.ci_low, p50.ci_high) == (180.0, 221.0)  # median_ci_ranks(400) = (180, 221)
 
 
 # ---------------------------------------------------------------- exactly new_tokens
@@ -174,7 +223,11 @@ def test_adaptive_repeats_end_to_end() -> None:
     assert strict["latency.tpot_s"].n == 7
     loose = _run({"repeats": 2, "target_ci": 10.0})
     assert loose["latency.tpot_s"].n == 6
+    assert strict["stats.repeats"].value == 7 and strict["stats.converged"].value == 0.0
+    assert strict["stats.noisy"].value == 1.0  # it never reached its target
+    assert loose["stats.repeats"].value == 6 and loose["stats.converged"].value == 1.0
     for values in (strict, loose):
+        assert values["stats.converge_s"].value > 0  # type: ignore[operator]
         tpot = values["latency.tpot_s"]
         assert tpot.ci_low is not None and tpot.ci_high is not None
         assert tpot.ci_low <= tpot.value <= tpot.ci_high  # type: ignore[operator]

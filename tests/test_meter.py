@@ -160,3 +160,39 @@ def test_statistics_do_not_import_torch() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert out.strip() == "True"
+
+
+# ---------------------------------------------------------------- quantiles (ITL tails)
+
+
+def _binom_cdf(n: int, q: float, k: int) -> float:
+    """P(B <= k) for B ~ Bin(n, q), from the definition."""
+    return sum(comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(k + 1))
+
+
+def test_quantile_ranks_of_the_median_are_the_median_ranks() -> None:
+    for n in range(6, 400):
+        assert meter.quantile_ci_ranks(n, 0.5) == median_ci_ranks(n), n
+    for n in range(1, 6):
+        assert meter.quantile_ci_ranks(n, 0.5) is None  # no 95% interval below 6 samples
+
+
+@pytest.mark.parametrize(("n", "q"), [(50, 0.9), (100, 0.9), (200, 0.95), (500, 0.99)])
+def test_quantile_ranks_cut_each_tail_at_most_2_5_percent(n: int, q: float) -> None:
+    ranks = meter.quantile_ci_ranks(n, q)
+    assert ranks is not None
+    j, k = ranks
+    assert _binom_cdf(n, q, j - 1) <= 0.025 < _binom_cdf(n, q, j)  # the largest such j
+    assert 1 - _binom_cdf(n, q, k - 1) <= 0.025 < 1 - _binom_cdf(n, q, k - 2)  # smallest k
+
+
+def test_a_p99_upper_bound_needs_368_samples() -> None:
+    # 0.99^367 = 0.02502 > 2.5%: even the maximum may lie below the true p99.
+    assert meter.quantile_ci_ranks(367, 0.99) is None
+    assert meter.quantile_ci_ranks(368, 0.99) == (360, 368)
+
+
+def test_min_samples_for_percentile() -> None:
+    assert [meter.min_samples_for_percentile(p) for p in (50, 90, 95, 99)] == [2, 10, 20, 100]
+    with pytest.raises(ValueError):
+        meter.min_samples_for_percentile(100)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,29 @@ def samples_roundtrip(store: Store) -> None:
 
 def test_samples_roundtrip_sqlite(store: Store) -> None:
     samples_roundtrip(store)
+
+
+def test_compare_reads(store: Store) -> None:
+    """Run records, long-format metrics and fingerprints: what ``bench compare`` reads."""
+    machine = store.ensure_machine("c" * 64, GPU_MACHINE)
+    run = new_run(store, machine, suite="cmp")
+    fingerprint = {"model": {"id": "smollm2-135m"}, "software": {"torch": "2.13.0"}}
+    values = (ttft(0.25, ci_low=0.2, ci_high=0.3, n=5, source="clock"), ttft(None, reason="x"))
+    store.record(run, replace(cell("k-a", values=values[:1]), fingerprint=fingerprint))
+    store.record(run, cell("k-b", "skipped", reason="needs CUDA"))
+    store.finish_run(run)
+    (record,) = store.run_records()
+    assert (record["id"], record["suite_name"], record["cells"]) == (run, "cmp", 2)
+    assert (record["machine"], record["gpu"]) == ("gpu1", "NVIDIA H100 80GB HBM3")
+    assert record["environment"] == {"torch": "2.13.0", "transformers": "5.23.0"}
+    assert record["ended_at"] is not None and record["harness_version"] == "0.1.0"
+    metrics = store.metrics_frame(run_id=run)
+    assert metrics.values.tolist() == [
+        ["k-a", "latency.ttft_s", 0.25, "s", 0.2, 0.3, 5, "clock", None]
+    ]
+    assert store.fingerprints(run_id=run) == {"k-a": fingerprint, "k-b": None}
+    with pytest.raises(StoreError, match="no run with id 99"):
+        store.metrics_frame(run_id=99)
 
 
 def roundtrip(store: Store) -> None:

@@ -1,13 +1,18 @@
-"""Compare page: two runs, or two technique stacks, metric by metric."""
+"""Compare page: two runs with ``bench compare``'s verdicts, or two stacks metric by metric."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import Snapshot, describe_run
-from dashboard.queries import compare_frames, is_reference
-from dashboard.views.common import cached_snapshot, number_columns, pick, verdict_style
+from dashboard.charts import VERDICT_COLOURS, ratio_spec
+from dashboard.data import Snapshot, describe_run, load_comparison
+from dashboard.queries import compare_frames, is_reference, regression_frame
+from dashboard.views.common import number_columns, pick, verdict_style
+from harness.compare import Comparison, Options
+from harness.compare_render import load_line
 
 TITLE = "Compare"
 MODES = ("Two runs", "Two stacks")
@@ -18,9 +23,9 @@ def render(snapshot: Snapshot) -> None:
     st.title(TITLE)
     mode = st.radio("Compare", MODES, horizontal=True, key="cmp_mode") or MODES[0]
     if mode == MODES[0]:
-        table, names = _runs(snapshot)
-    else:
-        table, names = _stacks(snapshot)
+        _render_runs(snapshot)
+        return
+    table, names = _stacks(snapshot)
     if table is None:
         return
     if table.empty:
@@ -53,27 +58,115 @@ def render(snapshot: Snapshot) -> None:
     )
 
 
-def _runs(snapshot: Snapshot) -> tuple[pd.DataFrame | None, tuple[str, str]]:
+@st.cache_data(ttl=15, show_spinner="Comparing…")
+def cached_comparison(
+    url: str, base: int, candidate: int, threshold: float, across_devices: bool
+) -> Comparison:
+    """:func:`dashboard.data.load_comparison`, cached for a few seconds per argument set."""
+    options = Options(threshold=threshold, across_devices=across_devices)
+    return load_comparison(url, base, candidate, options)
+
+
+def _render_runs(snapshot: Snapshot) -> None:
+    """Base and candidate runs: ratio, 95% CI and verdict per cell and metric."""
     runs = snapshot.runs
     if len(runs) < 2:
         st.info("Only one run so far: run a suite again (or on another machine) to compare runs.")
-        return None, ("", "")
+        return
     ids = [int(i) for i in runs["id"]]
     labels = {int(r["id"]): describe_run(r) for _, r in runs.iterrows()}
-    left, right = st.columns(2)
-    a = pick("Run A", ids, default=ids[-2], key="cmp_run_a", container=left, format_func=labels.get)
-    b = pick(
-        "Run B", ids, default=ids[-1], key="cmp_run_b", container=right, format_func=labels.get
+    left, right, band = st.columns([3, 3, 1])
+    base = pick(
+        "Base run", ids, default=ids[-2], key="cmp_run_a", container=left, format_func=labels.get
     )
-    cells_a = cached_snapshot(snapshot.url, a, None).cells
-    cells_b = cached_snapshot(snapshot.url, b, None).cells
-    on = ["model", "device", "technique", "workload"]
-    table = compare_frames(cells_a, cells_b, on, snapshot.defs)
-    if table.empty and set(cells_a["device"]) != set(cells_b["device"]):
-        st.caption("The runs used different devices: cells matched on model, stack and workload.")
-        on.remove("device")
-        table = compare_frames(cells_a, cells_b, on, snapshot.defs)
-    return table, (labels[a], labels[b])
+    candidate = pick(
+        "Candidate run",
+        ids,
+        default=ids[-1],
+        key="cmp_run_b",
+        container=right,
+        format_func=labels.get,
+    )
+    percent = band.number_input(
+        "Unchanged ±%", min_value=0.0, max_value=100.0, value=2.0, step=0.5, key="cmp_band"
+    )
+    threshold = float(percent) / 100.0
+    comparison = cached_comparison(snapshot.url, base, candidate, threshold, False)
+    if not comparison.pairs and comparison.only_base and comparison.only_candidate:
+        across = cached_comparison(snapshot.url, base, candidate, threshold, True)
+        if across.pairs:
+            st.caption(
+                "The runs used different devices: cells matched on model, stack and workload."
+            )
+            comparison = across
+    _summary(comparison)
+    if not comparison.rows:
+        st.info(f"{labels[base]} and {labels[candidate]} have no comparable cell in common.")
+        _notes(comparison)
+        return
+    frame = regression_frame(comparison)
+    metrics = list(dict.fromkeys(frame["metric"]))
+    by_metric, by_verdict = st.columns([3, 2])
+    chosen = by_metric.multiselect("Metrics", metrics, default=metrics, key="cmp_metrics")
+    verdicts = by_verdict.multiselect(
+        "Verdicts", list(VERDICT_COLOURS), default=list(VERDICT_COLOURS), key="cmp_verdicts"
+    )
+    shown = frame[frame["metric"].isin(chosen) & frame["verdict"].isin(verdicts)]
+    if chosen:
+        default = "latency.tpot_s" if "latency.tpot_s" in chosen else chosen[0]
+        metric = pick("Chart", chosen, default=default, key="cmp_chart_metric")
+        rows = frame[frame["metric"] == metric]
+        st.vega_lite_chart(ratio_spec(rows, metric, threshold), key="cmp_chart")
+    styler = shown.style.apply(
+        lambda row: [_verdict_style(row["verdict"]) if c == "verdict" else "" for c in row.index],
+        axis=1,
+    )
+    config: dict[str, Any] = number_columns(shown)
+    config["ratio"] = st.column_config.NumberColumn("ratio", format="%.3f")
+    config["more_repeats"] = st.column_config.NumberColumn("more repeats", format="%d")
+    st.dataframe(styler, hide_index=True, column_config=config, key="cmp_table")
+    st.download_button(
+        "Download CSV",
+        shown.to_csv(index=False).encode(),
+        file_name="compare.csv",
+        mime="text/csv",
+        key="cmp_csv",
+    )
+    _notes(comparison)
+
+
+def _summary(comparison: Comparison) -> None:
+    counts = ", ".join(f"**{n}** {v}" for v, n in comparison.counts().items() if n)
+    differs = "; ".join(str(d) for d in comparison.differences) or "nothing recorded"
+    load = load_line(comparison)
+    st.markdown(
+        f"**Base** = {comparison.base}  \n**Candidate** = {comparison.candidate}  \n"
+        f"Differs: {differs}  \n" + (f"Machine: {load}  \n" if load else "") + (counts or "")
+    )
+    st.caption(
+        "Ratio = candidate / base with a 95% CI (bootstrap of the stored repeats, else the "
+        "stored intervals). Unchanged: the CI lies inside the ± band; regressed / improved: "
+        "entirely beyond it; inconclusive: it straddles an edge (more repeats would settle "
+        "it). The same numbers as `bench compare`; docs/compare.md."
+    )
+
+
+def _notes(comparison: Comparison) -> None:
+    lines = [f"not comparable (other inputs): {p.label}" for p in comparison.mismatched] + [
+        f"no longer ok: {p.label} ({p.candidate_status})" for p in comparison.broken
+    ]
+    lines += [
+        f"only in {o.side}: {o.model} · {o.device} · {o.technique} · {o.workload}"
+        for o in (*comparison.only_base, *comparison.only_candidate)
+    ]
+    if lines:
+        with st.expander(f"{len(lines)} cells not compared"):
+            st.markdown("\n".join(f"- {line}" for line in lines))
+
+
+def _verdict_style(verdict: Any) -> str:
+    colour = VERDICT_COLOURS.get(str(verdict))
+    return f"color: {colour}; font-weight: 600" if colour else ""
 
 
 def _stacks(snapshot: Snapshot) -> tuple[pd.DataFrame | None, tuple[str, str]]:

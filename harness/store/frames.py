@@ -47,6 +47,19 @@ RUN_COLUMNS: tuple[str, ...] = (
     "origin",
 )
 
+#: Columns of ``Store.metrics_frame`` (long format: one row per cell and metric).
+METRIC_COLUMNS: tuple[str, ...] = (
+    "cell_key",
+    "name",
+    "value",
+    "unit",
+    "ci_low",
+    "ci_high",
+    "n",
+    "source",
+    "reason",
+)
+
 
 def workload_label(workload: Mapping[str, Any]) -> str:
     """A readable, stable label of a workload: its name and its sorted parameters.

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Connection, Select, case, func, select
 
 from harness.results import DONE_STATUSES, METRIC_KINDS, STATUSES, MetricDef, kind_from_name
-from harness.store.frames import RUN_COLUMNS, cells_table
+from harness.store.frames import METRIC_COLUMNS, RUN_COLUMNS, cells_table
 from harness.store.schema import Cell, Machine, Metric, MetricDefRow, Run, Sample
 
 FAILED_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s not in DONE_STATUSES)
@@ -186,3 +186,59 @@ def cells_frame(
     cells = [tuple(row) for row in connection.execute(cells_stmt)]
     metrics = [tuple(row) for row in connection.execute(metrics_stmt)]
     return cells_table(cells, metrics, with_ci=with_ci)
+
+
+def run_records(connection: Connection) -> list[dict[str, Any]]:
+    """Every run with its provenance and machine, oldest first; see ``Store.run_records``."""
+    cells = select(func.count(Cell.id)).where(Cell.run_id == Run.id).scalar_subquery()
+    stmt = (
+        select(
+            Run.id,
+            Run.suite_name,
+            Run.suite_hash,
+            Run.harness_version,
+            Run.git_commit,
+            Run.environment,
+            Run.started_at,
+            Run.ended_at,
+            Machine.fingerprint.label("machine_fingerprint"),
+            Machine.hostname.label("machine"),
+            Machine.cpu,
+            Machine.gpu,
+            cells.label("cells"),
+        )
+        .join(Machine, Run.machine_id == Machine.id)
+        .order_by(Run.id)
+    )
+    return [dict(row) for row in connection.execute(stmt).mappings()]
+
+
+def metrics_frame(connection: Connection, *, run_id: int) -> pd.DataFrame:
+    """Every metric row of the run's cells, long format; see ``Store.metrics_frame``."""
+    stmt = (
+        select(
+            Cell.key,
+            Metric.name,
+            Metric.value,
+            Metric.unit,
+            Metric.ci_low,
+            Metric.ci_high,
+            Metric.n,
+            Metric.source,
+            Metric.reason,
+        )
+        .join(Cell, Metric.cell_id == Cell.id)
+        .where(Cell.run_id == run_id)
+        .order_by(Cell.id, Metric.name)
+    )
+    rows = [tuple(row) for row in connection.execute(stmt)]
+    frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    return frame.astype(
+        {"value": "float64", "ci_low": "float64", "ci_high": "float64", "n": "int64"}
+    )
+
+
+def fingerprints(connection: Connection, *, run_id: int) -> dict[str, dict[str, Any] | None]:
+    """Cell key -> stored fingerprint (None before migration 0005) of the run's cells."""
+    stmt = select(Cell.key, Cell.fingerprint).where(Cell.run_id == run_id).order_by(Cell.id)
+    return {key: fingerprint for key, fingerprint in connection.execute(stmt)}

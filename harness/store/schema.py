@@ -140,6 +140,9 @@ class Cell(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     duration_s: Mapped[float] = mapped_column(Double)
     reference: Mapped[bool] = mapped_column(Boolean, default=False)  # the reference stack
+    # what exactly was measured (harness.fingerprint); null for cells stored before 0005
+    fingerprint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    fingerprint_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # its identity
 
     run: Mapped[Run] = relationship(back_populates="cells")
     metrics: Mapped[list[Metric]] = relationship(

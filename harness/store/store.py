@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from harness.errors import StoreError
+from harness.fingerprint import identity_hash
 from harness.results import STATUSES, CellResult, MetricDef, Value
 from harness.store import claims, reads
 from harness.store.claims import ClaimRef, ClaimState
@@ -313,6 +314,8 @@ class Store:
                 started_at=datetime.fromtimestamp(result.started_at, tz=timezone.utc),
                 duration_s=result.duration_s,
                 reference=result.reference,
+                fingerprint=result.fingerprint,
+                fingerprint_hash=identity_hash(result.fingerprint),
                 metrics=[_metric_row(value) for value in result.values],
             )
             session.add(cell)
@@ -441,6 +444,49 @@ class Store:
         """
         with self._read() as connection:
             return reads.samples_frame(connection, run_id=run_id, suite=suite)
+
+    def run_records(self) -> list[dict[str, Any]]:
+        """Every run with its provenance, oldest first (``bench compare`` resolves sides).
+
+        Returns:
+            One mapping per run: ``id, suite_name, suite_hash, harness_version,
+            git_commit, environment`` (dict), ``started_at, ended_at`` (UTC; ``ended_at``
+            None while running or interrupted), ``machine_fingerprint, machine``
+            (hostname), ``cpu, gpu`` and ``cells`` (count).
+        """
+        with self._read() as connection:
+            return reads.run_records(connection)
+
+    def metrics_frame(self, *, run_id: int) -> pd.DataFrame:
+        """Every metric of the run's cells in long format, with its count and source.
+
+        Returns:
+            Columns :data:`~harness.store.frames.METRIC_COLUMNS` (``cell_key, name, value,
+            unit, ci_low, ci_high, n, source, reason``); NaN where a value is null.
+
+        Raises:
+            StoreError: ``run_id`` names no run.
+        """
+        with self._read() as connection:
+            self._check_run(connection, run_id)
+            return reads.metrics_frame(connection, run_id=run_id)
+
+    def fingerprints(self, *, run_id: int) -> dict[str, dict[str, Any] | None]:
+        """Cell key -> fingerprint (``harness.fingerprint``) of the run's cells; None for
+        cells stored before fingerprints existed.
+
+        Raises:
+            StoreError: ``run_id`` names no run.
+        """
+        with self._read() as connection:
+            self._check_run(connection, run_id)
+            return reads.fingerprints(connection, run_id=run_id)
+
+    def _check_run(self, connection: Connection, run_id: int) -> None:
+        if not reads.run_exists(connection, run_id):
+            raise StoreError(
+                f"{self._where}: no run with id {run_id}. 'bench runs' lists the runs."
+            )
 
     def export(self, fmt: ExportFormat, path: str | Path, *, run_id: int | None = None) -> int:
         """Write :meth:`cells_frame` (without CI columns) to a file.

@@ -103,6 +103,17 @@ class Workload(Generic[ParamsT]):
         """
         return None
 
+    def fingerprint(self, ctx: WorkloadContext) -> dict[str, Any]:
+        """What identifies this task's actual inputs beyond its parameters and texts.
+
+        Stored in the cell's fingerprint (``workload.inputs``) so that two cells compare
+        only when they measured the same inputs: ``generate`` returns the sha256 of its
+        prompt token ids. Called once per cell, before ``run``, with the task's texts and
+        the model's tokenizer; it must be cheap and deterministic. Default: nothing beyond
+        the parameters and the texts' hashes, which the harness records itself.
+        """
+        return {}
+
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         """Run and measure; return the cell's metric values."""
         raise NotImplementedError

@@ -6,6 +6,12 @@ runs (medians with 95% CIs; with ``policy.target_ci``, more runs until TPOT's in
 that narrow or ``max_repeats`` is reached); then one untimed run under the memory probes,
 after which the KV cache is counted from the cache object itself.
 
+Cost and tails: every cell stores how many timed runs it took (``stats.repeats``) and
+their wall time (``stats.converge_s``); with ``target_ci``, whether TPOT's interval got that
+narrow (``stats.converged``; a cell that did not is flagged noisy). An inter-token latency
+percentile is stored only when enough gaps back it (``min_samples_for_percentile``: p99
+needs 100), else null with the reason.
+
 Energy (``harness.workloads.energy``): where an energy probe is available each timed
 window runs the generation again until it lasts ``policy.min_energy_window_s``, and the
 window's energy is divided by its runs; latency comes from the window's first run only.
@@ -15,7 +21,9 @@ Without an energy probe a window holds exactly one run.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -24,7 +32,14 @@ from pydantic import Field
 
 from harness.footprint import tensor_bytes
 from harness.markers import hookimpl
-from harness.meter import MIN_N_FOR_95, clock, summarize, sync
+from harness.meter import (
+    MIN_N_FOR_95,
+    clock,
+    min_samples_for_percentile,
+    quantile_ci_ranks,
+    summarize,
+    sync,
+)
 from harness.probes import ENERGY_TOTAL_J, Probe, is_energy_probe
 from harness.results import Measurement, MetricDef, Value
 from harness.technique import Config, Prepared
@@ -46,6 +61,8 @@ if TYPE_CHECKING:
 NOISY_CI_FRACTION = 0.05
 #: ... or when the coefficient of variation of its TPOT samples exceeds this.
 NOISY_CV = 0.10
+#: Percentiles of the inter-token gaps stored as ``latency.itl_p<q>_s``.
+ITL_PERCENTILES = (50, 90, 95, 99)
 
 
 class GenerateParams(Config):
@@ -175,6 +192,18 @@ class Generate(Workload[GenerateParams]):
         passage = -(-3 * p.prompt_tokens // 4) if p.grounded else p.prompt_tokens
         return {(p.text, "prompt"): p.batch_size * passage}
 
+    def fingerprint(self, ctx: WorkloadContext) -> dict[str, Any]:
+        """The prompts as token ids: sha256 of the ``prompt_ids`` tensor's values (int64,
+        little-endian, row by row) and its shape [batch_size, prompt_tokens]."""
+        p = self.params
+        text = ctx.text(p.text, "prompt")
+        ids = prompt_ids(ctx.tokenizer, text, p.batch_size, p.prompt_tokens, grounded=p.grounded)
+        data = ids.to("cpu").contiguous().numpy().astype("<i8").tobytes()
+        return {
+            "prompt_ids_sha256": hashlib.sha256(data).hexdigest(),
+            "prompt_shape": list(ids.shape),
+        }
+
     def run(self, prepared: Prepared, ctx: WorkloadContext) -> Measurement:
         import torch
 
@@ -206,6 +235,7 @@ class Generate(Workload[GenerateParams]):
         e2e: list[float] = []
         itl: list[float] = []
         windows: list[tuple[list[Value], float, int]] = []  # (probe values, s, runs)
+        timed_from = time.perf_counter()
         while not _enough(ttft, e2e, p, ctx.policy):
             stream = _TokenClock(ctx.device)
             sync(ctx.device)
@@ -222,14 +252,17 @@ class Generate(Workload[GenerateParams]):
             ttft.append(stream.stamps[0] - t0)
             e2e.append(t1 - t0)
             itl.extend(b - a for a, b in zip(stream.stamps, stream.stamps[1:], strict=False))
+        timed_s = time.perf_counter() - timed_from
         tokens = out.sequences[:, ids.shape[1] :].tolist()
         del out
 
         with window(memory) as memory_values:
             out = once()
 
+        converged = _converged(ttft, e2e, p, ctx.policy)
         values = _latency_values(ttft, e2e, itl, p)
-        values += _stats_values(ttft, e2e, p)
+        values += _stats_values(ttft, e2e, p, converged=converged)
+        values += _cost_values(len(ttft), timed_s, converged)
         if energy is None or idle is None:
             values += null_energy_values(energy_unavailable_reason(ctx.probes))
         else:
@@ -265,13 +298,12 @@ def window(probes: Sequence[Probe]) -> Iterator[list[Value]]:
 def _latency_values(
     ttft: Sequence[float], e2e: Sequence[float], itl: Sequence[float], p: GenerateParams
 ) -> list[Value]:
-    """TTFT, TPOT, e2e, ITL percentiles and throughputs, as medians with 95% CIs.
+    """TTFT, TPOT, e2e and throughputs as medians with 95% CIs, then ITL percentiles.
 
     TPOT = (e2e − TTFT) / (new_tokens − 1)  (vLLM's definition);
     prefill tok/s = batch × prompt_tokens / TTFT; decode tok/s = batch × (new_tokens − 1) /
     (e2e − TTFT).  Throughputs are computed per repeat, then summarised.
     """
-    import numpy as np
 
     decode = [e - t for e, t in zip(e2e, ttft, strict=True)]
     per_run = {
@@ -289,8 +321,36 @@ def _latency_values(
         values.append(
             Value(name, s.median, unit, s.ci_low, s.ci_high, s.n, "clock", samples=tuple(samples))
         )
-    for q in (50, 90, 99):
-        values.append(Value(f"latency.itl_p{q}_s", float(np.percentile(itl, q)), "s", n=len(itl)))
+    return values + _itl_values(itl)
+
+
+def _itl_values(itl: Sequence[float]) -> list[Value]:
+    """Percentiles of the inter-token gaps pooled over the repeats, with 95% CIs.
+
+    ``latency.itl_p<q>_s`` for q in ``ITL_PERCENTILES``: ``numpy.percentile`` (linear
+    interpolation) of every gap between consecutive decoding steps, s. Stored only when at
+    least ``min_samples_for_percentile(q)`` gaps back it (p95: 20, p99: 100), else null with
+    the reason. The interval is the order-statistic interval of ``quantile_ci_ranks``,
+    which treats the gaps as independent (an approximation: the gaps of one generation are
+    correlated); none where the sample cannot bound the percentile (a p99 below 368 gaps).
+    """
+    import numpy as np
+
+    xs = sorted(itl)
+    n = len(xs)
+    values = []
+    for q in ITL_PERCENTILES:
+        name, need = f"latency.itl_p{q}_s", min_samples_for_percentile(q)
+        if n < need:
+            why = (
+                f"p{q} needs at least {need} inter-token gaps, {n} were measured: raise "
+                "new_tokens or policy.repeats"
+            )
+            values.append(Value(name, None, "s", n=n, reason=why))
+            continue
+        ranks = quantile_ci_ranks(n, q / 100)
+        low, high = (xs[ranks[0] - 1], xs[ranks[1] - 1]) if ranks else (None, None)
+        values.append(Value(name, float(np.percentile(xs, q)), "s", low, high, n, "clock"))
     return values
 
 
@@ -318,22 +378,60 @@ def _enough(ttft: Sequence[float], e2e: Sequence[float], p: GenerateParams, poli
     return (s.ci_high - s.ci_low) / 2 <= policy.target_ci * s.median
 
 
-def _stats_values(ttft: Sequence[float], e2e: Sequence[float], p: GenerateParams) -> list[Value]:
+def _converged(
+    ttft: Sequence[float], e2e: Sequence[float], p: GenerateParams, policy: Policy
+) -> bool | None:
+    """Whether TPOT's 95% CI half-width reached ``target_ci`` × median (None without a
+    target): False for a cell that stopped at ``max_repeats`` or had too few runs for a 95%
+    interval."""
+    if policy.target_ci is None:
+        return None
+    if len(ttft) < MIN_N_FOR_95:
+        return False
+    s = summarize(_tpot(ttft, e2e, p))
+    return (s.ci_high - s.ci_low) / 2 <= policy.target_ci * s.median
+
+
+def _stats_values(
+    ttft: Sequence[float],
+    e2e: Sequence[float],
+    p: GenerateParams,
+    *,
+    converged: bool | None = None,
+) -> list[Value]:
     """Spread of the timed runs: CVs of TPOT and TTFT, and the noisy flag.
 
     ``stats.tpot_cv`` / ``stats.ttft_cv`` = sample standard deviation / mean of the
     per-run values (``Stats.cv``; 0 for a single run). ``stats.noisy`` = 1.0 when the 95%
     CI half-width of the TPOT median, (ci_high − ci_low) / 2, exceeds ``NOISY_CI_FRACTION``
-    × median or ``stats.tpot_cv`` exceeds ``NOISY_CV``; else 0.0.
+    × median, ``stats.tpot_cv`` exceeds ``NOISY_CV``, or the cell never reached its
+    ``target_ci`` (``converged`` is False); else 0.0.
     """
     tpot = summarize(_tpot(ttft, e2e, p))
     first = summarize(ttft)
     half_width = (tpot.ci_high - tpot.ci_low) / 2
-    noisy = half_width > NOISY_CI_FRACTION * tpot.median or tpot.cv > NOISY_CV
+    noisy = half_width > NOISY_CI_FRACTION * tpot.median or tpot.cv > NOISY_CV or converged is False
     return [
         Value("stats.tpot_cv", tpot.cv, "ratio", n=tpot.n, source="clock"),
         Value("stats.ttft_cv", first.cv, "ratio", n=first.n, source="clock"),
         Value("stats.noisy", 1.0 if noisy else 0.0, "flag", n=tpot.n, source="clock"),
+    ]
+
+
+def _cost_values(runs: int, seconds: float, converged: bool | None) -> list[Value]:
+    """What the number cost: ``stats.repeats`` = timed runs measured (with ``target_ci``:
+    the runs it took to converge, or ``max_repeats``); ``stats.converge_s`` = wall time of
+    those runs, s, energy-window extensions included, warm-up and memory run not;
+    ``stats.converged`` = 1.0 when TPOT reached ``target_ci``, 0.0 when it never did, null
+    without a target."""
+    if converged is None:
+        flag = Value("stats.converged", None, "flag", reason="no policy.target_ci: fixed repeats")
+    else:
+        flag = Value("stats.converged", 1.0 if converged else 0.0, "flag", n=runs, source="clock")
+    return [
+        Value("stats.repeats", float(runs), "runs", source="clock"),
+        Value("stats.converge_s", seconds, "s", source="clock"),
+        flag,
     ]
 
 
@@ -382,7 +480,8 @@ METRICS = [
     MetricDef("latency.e2e_s", "s", False, "end-to-end generation time"),
     MetricDef("latency.itl_p50_s", "s", False, "median gap between consecutive tokens"),
     MetricDef("latency.itl_p90_s", "s", False, "90th percentile inter-token latency"),
-    MetricDef("latency.itl_p99_s", "s", False, "99th percentile inter-token latency"),
+    MetricDef("latency.itl_p95_s", "s", False, "95th percentile inter-token latency (≥ 20 gaps)"),
+    MetricDef("latency.itl_p99_s", "s", False, "99th percentile inter-token latency (≥ 100 gaps)"),
     MetricDef("throughput.prefill_tok_s", "tok/s", True, "batch × prompt_tokens / ttft"),
     MetricDef("throughput.decode_tok_s", "tok/s", True, "batch × (new − 1) / (e2e − ttft)"),
     MetricDef("memory.kv_cache_bytes", "bytes", False, "bytes held by the KV cache object"),
@@ -392,8 +491,12 @@ METRICS = [
         "stats.noisy",
         "flag",
         False,
-        "1 when TPOT's 95% CI half-width exceeds 5% of its median or its CV exceeds 0.1",
+        "1 when TPOT's 95% CI half-width exceeds 5% of its median, its CV exceeds 0.1 or it "
+        "never reached policy.target_ci",
     ),
+    MetricDef("stats.repeats", "runs", False, "timed runs measured (to converge, with target_ci)"),
+    MetricDef("stats.converge_s", "s", False, "wall time of the timed runs"),
+    MetricDef("stats.converged", "flag", True, "1 when TPOT reached policy.target_ci, else 0"),
     *ENERGY_METRICS,
 ]
 

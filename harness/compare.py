@@ -1,0 +1,663 @@
+"""Regression comparison: did the candidate's change make a cell faster, smaller or worse?
+
+Pure functions over the frames of two runs (``Side``: the store's cells, long-format metrics,
+samples and fingerprints); nothing here opens a database, so every rule is tested on
+hand-made frames. ``harness.compare_sides`` loads sides from a store, ``harness.compare_render``
+prints the result, ``bench compare`` (``harness.cli.compare``) ties them together.
+
+Matching (``match_cells``): cells pair up by model, device, stack label and workload label;
+a pair then matches when every identity field of their fingerprints that both record is
+equal (``harness.fingerprint.IDENTITY``: model id and dtype, workload parameters, the
+prompts' token ids, the texts' sha256, the stack's configs, the accuracy tasks, the device).
+A pair whose identity differs is listed as not comparable, with the field that differs (a
+different prompt text: "the texts' content" and "the prompts' token ids"). Everything else
+that differs (software versions, model files, GPU, policy, git commit) is *named*: the
+differences shared by every pair head the comparison ("transformers 5.23.0 → 5.24.0").
+
+Rows (``compare``): for every matched pair and metric, base, candidate, their ratio with a
+95% interval and a verdict (``harness.compare_stats``). Metrics of the ``stats.`` family
+(CVs, repeats, flags) describe the measurement, not the system, and are left out unless
+asked for by name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from harness.compare_stats import (
+    RESAMPLES,
+    Measured,
+    Ratio,
+    Verdict,
+    is_exact,
+    pair_seed,
+    ratio_ci,
+    repeats_to_settle,
+    verdict,
+)
+from harness.errors import BenchError
+from harness.fingerprint import canonical, flatten, identity, is_identity
+from harness.results import MetricDef
+
+#: Default half-width of the unchanged band, as a fraction.
+THRESHOLD = 0.02
+#: Cell columns that pair cells up (``Store.cells_frame`` identity columns).
+LABELS: tuple[str, ...] = ("model", "device", "technique", "workload")
+#: Metric families left out of the rows unless a ``--metric`` pattern names them.
+HIDDEN_PREFIXES: tuple[str, ...] = ("stats.",)
+#: Fingerprint fields never named as differences: where a file sits is not what it holds,
+#: and the machine's load (``host``) differs every time (``Comparison.load`` sums it up).
+UNNAMED: frozenset[str] = frozenset({"version", "model.path"})
+UNNAMED_PREFIXES: tuple[str, ...] = ("model.files", "host.")
+
+_READABLE: dict[str, str] = {
+    "model.id": "the model",
+    "model.dtype": "the model's dtype",
+    "model.trust_remote_code": "trust_remote_code",
+    "model.sha256": "model files",
+    "model.commit": "model hub commit",
+    "model.revision": "model revision",
+    "workload.name": "the workload",
+    "workload.params": "the workload's parameters",
+    "workload.inputs": "the prompts' token ids",
+    "workload.texts": "the texts' content",
+    "workload.tokenizer.sha256": "tokenizer",
+    "accuracy": "the accuracy tasks",
+    "accuracy_inputs": "the accuracy tasks' inputs",
+    "stack": "the stack's configs",
+    "device.name": "the device",
+    "device.gpu": "GPU",
+    "device.capability": "GPU compute capability",
+    "device.cpu": "CPU",
+    "software.git_commit": "git commit",
+    "machine": "machine",
+}
+_GATE = re.compile(r"^\s*(?P<metric>[^:\s]+)\s*:\s*(?P<sign>[+-]?)(?P<number>\d+(\.\d+)?)\s*%\s*$")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: one run's results.
+
+    Attributes:
+        label: how the side is named in the output (``run 3 (smoke)``).
+        run: the run's record (``Store.run_records`` row); may be empty.
+        cells: ``Store.cells_frame(run_id=...)``; its :data:`LABELS`, ``cell_key`` and
+            ``status``/``reason`` columns are used.
+        metrics: ``Store.metrics_frame(run_id=...)`` (long format).
+        samples: ``Store.samples_frame(run_id=...)``.
+        fingerprints: ``Store.fingerprints(run_id=...)``.
+    """
+
+    label: str
+    run: Mapping[str, Any]
+    cells: pd.DataFrame
+    metrics: pd.DataFrame
+    samples: pd.DataFrame
+    fingerprints: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One ``--fail-on`` entry: ``METRIC:+X%`` (the metric may be a glob: ``latency.*``).
+
+    Attributes:
+        pattern: the metric name or glob.
+        threshold: X as a fraction.
+        sign: +1 when an increase is the regression, -1 for a decrease, 0 when unsigned
+            (the metric's worse direction).
+    """
+
+    pattern: str
+    threshold: float
+    sign: int
+
+    def matches(self, metric: str) -> bool:
+        return fnmatch.fnmatchcase(metric, self.pattern)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to compare.
+
+    Attributes:
+        threshold: the unchanged band's half-width for metrics no gate names (fraction).
+        gates: ``--fail-on`` entries; a gate's threshold is its metrics' band.
+        metrics: only metrics matching one of these names or globs; empty: all but the
+            :data:`HIDDEN_PREFIXES` families.
+        across_devices: pair cells measured on different devices (the device is named).
+        resamples: bootstrap resamples per ratio.
+        seed: the bootstrap seed.
+    """
+
+    threshold: float = THRESHOLD
+    gates: tuple[Gate, ...] = ()
+    metrics: tuple[str, ...] = ()
+    across_devices: bool = False
+    resamples: int = RESAMPLES
+    seed: int = 0
+
+    def gate_for(self, metric: str) -> Gate | None:
+        return next((g for g in self.gates if g.matches(metric)), None)
+
+    def threshold_for(self, metric: str) -> float:
+        gate = self.gate_for(metric)
+        return gate.threshold if gate is not None else self.threshold
+
+    def shows(self, metric: str) -> bool:
+        if self.metrics:
+            return any(fnmatch.fnmatchcase(metric, p) for p in self.metrics)
+        return not metric.startswith(HIDDEN_PREFIXES)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A fingerprint field (or run fact) that differs between base and candidate."""
+
+    field: str
+    base: Any
+    candidate: Any
+
+    def __str__(self) -> str:
+        return f"{readable(self.field)} {_short(self.base)} → {_short(self.candidate)}"
+
+
+@dataclass(frozen=True)
+class CellPair:
+    """A cell of each side with the same labels (:data:`LABELS`)."""
+
+    model: str
+    device: str
+    technique: str
+    workload: str
+    base_key: str
+    candidate_key: str
+    base_status: str
+    candidate_status: str
+    base_reason: str | None = None
+    candidate_reason: str | None = None
+    candidate_device: str | None = None  # differs from ``device`` only across devices
+    differences: tuple[Difference, ...] = ()  # named fields that differ (not identity)
+    mismatch: tuple[Difference, ...] = ()  # identity fields that differ: not comparable
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} · {self.device} · {self.technique} · {self.workload}"
+
+
+@dataclass(frozen=True)
+class OneSided:
+    """A cell found on one side only."""
+
+    side: str  # "base" or "candidate"
+    model: str
+    device: str
+    technique: str
+    workload: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """One metric of one matched cell pair."""
+
+    pair: CellPair
+    metric: str
+    unit: str
+    higher_is_better: bool | None
+    base: Measured | None
+    candidate: Measured | None
+    ratio: Ratio | None
+    threshold: float
+    verdict: Verdict
+    repeats_needed: int | None = None  # more repeats per side that would settle it
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything ``bench compare`` reports.
+
+    Attributes:
+        base: the base side's label; ``candidate`` likewise.
+        differences: named differences shared by every matched pair, and run facts.
+        rows: one per matched pair and metric, ordered by cell then metric.
+        pairs: the matched pairs (comparable, both ok or not).
+        mismatched: pairs with the same labels whose identity differs.
+        only_base: cells found in the base only; ``only_candidate`` likewise.
+        options: how it was compared.
+        load: the median 1-minute load average of the machine over each side's cells
+            (None where not recorded): other work running beside a side shows here.
+        cores: the machine's CPU count (the candidate's), to read the load against.
+    """
+
+    base: str
+    candidate: str
+    differences: tuple[Difference, ...]
+    rows: tuple[Row, ...]
+    pairs: tuple[CellPair, ...]
+    mismatched: tuple[CellPair, ...]
+    only_base: tuple[OneSided, ...]
+    only_candidate: tuple[OneSided, ...]
+    options: Options
+    load: tuple[float | None, float | None] = (None, None)
+    cores: int | None = None
+
+    def counts(self) -> dict[str, int]:
+        """Rows per verdict, in a fixed order."""
+        order = ("regressed", "improved", "unchanged", "inconclusive", "changed", "missing")
+        return {v: sum(r.verdict == v for r in self.rows) for v in order}
+
+    @property
+    def broken(self) -> tuple[CellPair, ...]:
+        """Pairs that were ok in the base and are no longer ok (skipped aside)."""
+        return tuple(
+            p
+            for p in self.pairs
+            if p.base_status == "ok" and p.candidate_status not in ("ok", "skipped")
+        )
+
+    def failures(self) -> list[Row]:
+        """Rows of gated metrics that regressed beyond their gate's threshold."""
+        return [
+            r for r in self.rows if self.options.gate_for(r.metric) and r.verdict == "regressed"
+        ]
+
+
+def readable(path: str) -> str:
+    """A fingerprint field's readable name: ``software.transformers`` → ``transformers``."""
+    if path in _READABLE:
+        return _READABLE[path]
+    if path.startswith("workload.inputs."):
+        return _READABLE["workload.inputs"]
+    if path.startswith("software.plugins."):
+        return f"plugin {path.removeprefix('software.plugins.')}"
+    if path.startswith("software."):
+        return path.removeprefix("software.")
+    return path
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    if re.fullmatch(r"(sha256:|sampled-sha256:)?[0-9a-f]{40,64}", text):
+        return text.split(":")[-1][:10]
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------- --fail-on
+
+
+def parse_fail_on(text: str, defs: Mapping[str, MetricDef], known: Iterable[str]) -> list[Gate]:
+    """Parse ``METRIC:+X%,METRIC:-Y%,...`` into gates.
+
+    A sign says which change is the regression (``+``: an increase); it must agree with a
+    registered metric's direction. Unsigned means the metric's worse direction.
+
+    Args:
+        text: the option's value.
+        defs: registered metric definitions (directions).
+        known: every metric name the two sides hold, so a misspelt name is refused.
+
+    Raises:
+        BenchError: a malformed entry, an unknown metric or a sign against its direction.
+    """
+    names = set(defs) | set(known)
+    gates = []
+    for entry in [e for e in text.split(",") if e.strip()]:
+        found = _GATE.match(entry)
+        if not found:
+            raise BenchError(
+                f"--fail-on: {entry.strip()!r} is not METRIC:+X% (for example "
+                "'latency.tpot_s:+5%,memory.peak_alloc_bytes:+1%')."
+            )
+        pattern, sign = found["metric"], {"+": 1, "-": -1, "": 0}[found["sign"]]
+        matched = sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+        if not matched:
+            raise BenchError(f"--fail-on: unknown metric {pattern!r}.{_suggest(pattern, names)}")
+        for name in matched:
+            d = defs.get(name)
+            if d is not None and sign and (sign > 0) == d.higher_is_better:
+                better, change, worse = (
+                    ("higher", "a decrease", "-")
+                    if d.higher_is_better
+                    else ("lower", "an increase", "+")
+                )
+                raise BenchError(
+                    f"--fail-on: {name} is {better}-is-better, so its regression is {change}: "
+                    f"write {name}:{worse}{found['number']}%."
+                )
+        gates.append(Gate(pattern, float(found["number"]) / 100.0, sign))
+    return gates
+
+
+def _suggest(name: str, names: Iterable[str]) -> str:
+    import difflib
+
+    names = sorted(names)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    family = sorted(n for n in names if n.split(".")[0] == name.split(".")[0])
+    if close:
+        return f" Did you mean {close[0]!r}? Names carry their unit: _s, _bytes, _tok_s."
+    if family:
+        return f" Known in {name.split('.')[0]}.*: {', '.join(family[:8])}."
+    return " 'bench plugins' lists every metric; docs/metrics.md defines them."
+
+
+# ---------------------------------------------------------------- matching
+
+
+def match_cells(
+    base: Side, candidate: Side, *, across_devices: bool = False
+) -> tuple[list[CellPair], list[CellPair], list[OneSided], list[OneSided]]:
+    """Pair the two sides' cells (module docstring).
+
+    Returns:
+        (matched, mismatched, only in base, only in candidate); matched and mismatched in
+        the base's cell order.
+    """
+    on = [c for c in LABELS if not (across_devices and c == "device")]
+    b_rows = _by_label(base.cells, on)
+    c_rows = _by_label(candidate.cells, on)
+    matched: list[CellPair] = []
+    mismatched: list[CellPair] = []
+    for label, b in b_rows.items():
+        c = c_rows.get(label)
+        if c is None:
+            continue
+        fb = base.fingerprints.get(b["cell_key"]) or {}
+        fc = candidate.fingerprints.get(c["cell_key"]) or {}
+        pair = CellPair(
+            model=str(b["model"]),
+            device=str(b["device"]),
+            technique=str(b["technique"]),
+            workload=str(b["workload"]),
+            base_key=str(b["cell_key"]),
+            candidate_key=str(c["cell_key"]),
+            base_status=str(b["status"]),
+            candidate_status=str(c["status"]),
+            base_reason=_text(b.get("reason")),
+            candidate_reason=_text(c.get("reason")),
+            candidate_device=str(c["device"]),
+            differences=tuple(_named(fb, fc, across_devices)),
+            mismatch=tuple(_identity_differences(fb, fc, across_devices)),
+        )
+        (mismatched if pair.mismatch else matched).append(pair)
+    only_base = [_one_sided("base", r) for k, r in b_rows.items() if k not in c_rows]
+    only_candidate = [_one_sided("candidate", r) for k, r in c_rows.items() if k not in b_rows]
+    return matched, mismatched, only_base, only_candidate
+
+
+def _by_label(cells: pd.DataFrame, on: Sequence[str]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The cells by label; a label seen twice keeps the later cell."""
+    out: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in cells.to_dict("records"):
+        out[tuple(str(row[c]) for c in on)] = row
+    return out
+
+
+def _one_sided(side: str, row: Mapping[str, Any]) -> OneSided:
+    return OneSided(
+        side,
+        str(row["model"]),
+        str(row["device"]),
+        str(row["technique"]),
+        str(row["workload"]),
+        str(row["status"]),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _identity_differences(
+    base: Mapping[str, Any], candidate: Mapping[str, Any], across_devices: bool
+) -> list[Difference]:
+    """Identity fields both fingerprints record and that differ."""
+    ib, ic = identity(base), identity(candidate)
+    out = []
+    for path in ib.keys() & ic.keys():
+        if across_devices and path == "device.name":
+            continue
+        if canonical(ib[path]) != canonical(ic[path]):
+            out.append(Difference(path, canonical(ib[path]), canonical(ic[path])))
+    return sorted(out, key=lambda d: d.field)
+
+
+def _named(
+    base: Mapping[str, Any], candidate: Mapping[str, Any], across_devices: bool
+) -> list[Difference]:
+    """Non-identity fields (and, across devices, the device) that differ.
+
+    A field recorded on one side only counts (a library installed since) unless one side
+    has only the suite's part of the fingerprint (a cell that timed out before the worker
+    reported): then only the fields both record.
+    """
+    if not base or not candidate:
+        return []
+    fb, fc = flatten(base), flatten(candidate)
+    partial = ("software" in base) != ("software" in candidate)
+    paths = fb.keys() & fc.keys() if partial else fb.keys() | fc.keys()
+    out = []
+    for path in sorted(paths):
+        if path in UNNAMED or path.startswith(UNNAMED_PREFIXES):
+            continue
+        if is_identity(path) and not (across_devices and path == "device.name"):
+            continue
+        if fb.get(path) != fc.get(path):
+            out.append(Difference(path, fb.get(path), fc.get(path)))
+    return out
+
+
+def run_differences(base: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[Difference]:
+    """What differs between two run records: machine, git commit, library versions.
+
+    The environment is flattened under ``software`` like a fingerprint's software section,
+    so a field both record is named once; for cells stored before fingerprints existed this
+    is all there is.
+    """
+    out = []
+    if base.get("machine") != candidate.get("machine"):
+        out.append(Difference("machine", base.get("machine"), candidate.get("machine")))
+    if base.get("git_commit") != candidate.get("git_commit"):
+        out.append(
+            Difference("software.git_commit", base.get("git_commit"), candidate.get("git_commit"))
+        )
+    env_b = flatten({"software": base.get("environment") or {}})
+    env_c = flatten({"software": candidate.get("environment") or {}})
+    for path in sorted(env_b.keys() | env_c.keys()):
+        if env_b.get(path) != env_c.get(path):
+            out.append(Difference(path, env_b.get(path), env_c.get(path)))
+    return out
+
+
+# ---------------------------------------------------------------- rows
+
+
+def compare(
+    base: Side,
+    candidate: Side,
+    defs: Mapping[str, MetricDef],
+    options: Options | None = None,
+) -> Comparison:
+    """Compare two sides metric by metric (module docstring)."""
+    options = options or Options()
+    matched, mismatched, only_base, only_candidate = match_cells(
+        base, candidate, across_devices=options.across_devices
+    )
+    shared = _shared_differences(matched)
+    # What the runs recorded (machine, git commit, environment) and no cell's fingerprint
+    # already says: all there is for cells stored before fingerprints.
+    seen = {d.field for p in matched for d in p.differences}
+    shared += [d for d in run_differences(base.run, candidate.run) if d.field not in seen]
+    common = {_difference_key(d) for d in shared}
+    pairs = [
+        replace(p, differences=tuple(d for d in p.differences if _difference_key(d) not in common))
+        for p in matched
+    ]
+    b_values, c_values = _values(base), _values(candidate)
+    rows: list[Row] = []
+    for pair in pairs:
+        b_metrics = b_values.get(pair.base_key, {})
+        c_metrics = c_values.get(pair.candidate_key, {})
+        for metric in sorted(b_metrics.keys() | c_metrics.keys()):
+            if not options.shows(metric):
+                continue
+            row = _row(pair, metric, b_metrics.get(metric), c_metrics.get(metric), defs, options)
+            if row is not None:
+                rows.append(row)
+    return Comparison(
+        base=base.label,
+        candidate=candidate.label,
+        differences=tuple(shared),
+        rows=tuple(rows),
+        pairs=tuple(pairs),
+        mismatched=tuple(mismatched),
+        only_base=tuple(only_base),
+        only_candidate=tuple(only_candidate),
+        options=options,
+        load=(_median_load(base), _median_load(candidate)),
+        cores=_cores(candidate),
+    )
+
+
+def _host_values(side: Side, key: str) -> list[float]:
+    values = []
+    for fingerprint in side.fingerprints.values():
+        host = (fingerprint or {}).get("host") or {}
+        if isinstance(host.get(key), int | float):
+            values.append(float(host[key]))
+    return values
+
+
+def _median_load(side: Side) -> float | None:
+    loads = _host_values(side, "load_1m")
+    return statistics.median(loads) if loads else None
+
+
+def _cores(side: Side) -> int | None:
+    cores = _host_values(side, "cpus")
+    return int(max(cores)) if cores else None
+
+
+def _difference_key(d: Difference) -> tuple[str, str, str]:
+    return d.field, canonical(d.base), canonical(d.candidate)
+
+
+def _shared_differences(pairs: Sequence[CellPair]) -> list[Difference]:
+    """Differences every matched pair has, with the same values on both sides."""
+    if not pairs:
+        return []
+    rest = [{_difference_key(d) for d in p.differences} for p in pairs[1:]]
+    return [d for d in pairs[0].differences if all(_difference_key(d) in r for r in rest)]
+
+
+def _values(side: Side) -> dict[str, dict[str, tuple[Mapping[str, Any], tuple[float, ...]]]]:
+    """cell key → metric → (its long-format row, its samples)."""
+    samples: dict[tuple[str, str], list[float]] = {}
+    for row in side.samples.itertuples(index=False):
+        samples.setdefault((str(row.cell_key), str(row.name)), []).append(float(row.value))
+    out: dict[str, dict[str, tuple[Mapping[str, Any], tuple[float, ...]]]] = {}
+    for record in side.metrics.to_dict("records"):
+        key, name = str(record["cell_key"]), str(record["name"])
+        out.setdefault(key, {})[name] = (record, tuple(samples.get((key, name), ())))
+    return out
+
+
+def _measured(
+    metric: str, found: tuple[Mapping[str, Any], tuple[float, ...]] | None
+) -> tuple[Measured | None, str, str | None]:
+    """The side's value as :class:`Measured` (None when null), its unit and its reason."""
+    if found is None:
+        return None, "", "not measured"
+    record, samples = found
+    unit = str(record.get("unit") or "")
+    value = _float(record.get("value"))
+    if math.isnan(value):
+        return None, unit, _text(record.get("reason")) or "null"
+    low, high = _float(record.get("ci_low")), _float(record.get("ci_high"))
+    n = int(record.get("n") or 1)
+    has_interval = math.isfinite(low) and math.isfinite(high)
+    exact = is_exact(metric, unit, n, has_interval, len(samples))
+    return Measured(value, low, high, n, samples, exact), unit, None
+
+
+def _float(value: Any) -> float:
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _row(
+    pair: CellPair,
+    metric: str,
+    b_found: tuple[Mapping[str, Any], tuple[float, ...]] | None,
+    c_found: tuple[Mapping[str, Any], tuple[float, ...]] | None,
+    defs: Mapping[str, MetricDef],
+    options: Options,
+) -> Row | None:
+    b, b_unit, b_why = _measured(metric, b_found)
+    c, c_unit, c_why = _measured(metric, c_found)
+    unit = b_unit or c_unit or (defs[metric].unit if metric in defs else "")
+    gate = options.gate_for(metric)
+    direction: bool | None = defs[metric].higher_is_better if metric in defs else None
+    if direction is None and gate is not None and gate.sign:
+        direction = gate.sign < 0  # "+X%" on an unregistered metric: an increase is worse
+    threshold = options.threshold_for(metric)
+    if b is None and c is None:
+        return None
+    if b is None or c is None:
+        why = f"base: {b_why}" if b is None else f"candidate: {c_why}"
+        return Row(
+            pair,
+            metric,
+            unit,
+            direction,
+            base=b,
+            candidate=c,
+            ratio=None,
+            threshold=threshold,
+            verdict="missing",
+            note=why,
+        )
+    seed = pair_seed(options.seed, pair.base_key, pair.candidate_key, metric)
+    ratio = ratio_ci(b, c, resamples=options.resamples, seed=seed)
+    judged = verdict(ratio, threshold, direction)
+    note = None
+    more = None
+    if judged == "inconclusive":
+        more = repeats_to_settle(ratio, threshold)
+        if ratio.method == "none":
+            note = "no interval" if math.isfinite(ratio.ratio) else "ratio undefined"
+        elif more is None:
+            note = "the ratio sits on the threshold"
+    return Row(
+        pair,
+        metric,
+        unit,
+        direction,
+        base=b,
+        candidate=c,
+        ratio=ratio,
+        threshold=threshold,
+        verdict=judged,
+        repeats_needed=more,
+        note=note,
+    )

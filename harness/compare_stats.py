@@ -1,0 +1,261 @@
+"""The statistics of ``bench compare``: the ratio of two measurements, its 95% interval, a verdict.
+
+For one metric of one matched cell, ``ratio = candidate / base`` of the stored values
+(medians for repeated metrics). Its 95% confidence interval comes, in order of preference:
+
+1. ``bootstrap``: both values keep the samples they summarise (``Value.samples``, at least
+   2 each) and each is their median (or their mean). Percentile bootstrap (Efron &
+   Tibshirani, *An Introduction to the Bootstrap*, 1993, §13.3): each side is resampled with
+   replacement, independently, ``resamples`` times (default 10,000); the 2.5th and 97.5th
+   percentiles of the resampled statistic ratios bound the interval. Seeded: the generator
+   is numpy's PCG64 seeded from ``seed`` and the pair's cell keys and metric name, so a
+   comparison gives the same interval every time and regardless of which other metrics are
+   shown. With few samples the interval is coarse (with 3 repeats a side it is close to
+   [min/max, max/min]) and its coverage is below nominal: few repeats mean wide intervals,
+   hence inconclusive verdicts, which is the honest answer.
+2. ``intervals``: no samples, but both values carry a stored 95% interval (values measured
+   before samples were kept, order-statistic intervals such as the ITL percentiles').
+   The interval of the ratio is [c_low / b_high, c_high / b_low]; with independent sides
+   it covers the ratio with probability at least 0.95² ≈ 90%.
+3. ``exact``: values measured once without an interval that count rather than time
+   (byte counts, perplexity, passkey accuracy): :func:`is_exact`. The interval is the
+   ratio itself; any change beyond the threshold is real.
+4. ``none``: anything else measured once (peak RSS, a speedup, a single timing): no
+   interval; the verdict is inconclusive.
+
+Verdicts (:func:`verdict`), with the unchanged band [1 − t, 1 + t] (t the threshold):
+``unchanged`` when the interval lies inside the band (bounds included), ``regressed`` or
+``improved`` when it lies entirely beyond one edge (by the metric's direction),
+``inconclusive`` otherwise; ``changed`` replaces the last two for a metric of unknown
+direction. This module imports numpy only; nothing here reads a database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Method = Literal["bootstrap", "intervals", "exact", "none"]
+Verdict = Literal["regressed", "improved", "unchanged", "inconclusive", "changed", "missing"]
+
+#: Default number of bootstrap resamples per ratio.
+RESAMPLES = 10_000
+#: Two-sided 95%: the bootstrap percentiles bounding the interval.
+QUANTILES = (0.025, 0.975)
+#: Relative slack on the band edges, so a ratio of exactly 1.05 is inside a 5% band.
+EDGE_SLACK = 1e-12
+#: An interval that would have to shrink more than this (a million times the samples) to
+#: settle is reported as unsettleable: the ratio sits on the band's edge.
+MIN_SHRINK = 1e-3
+#: Units of timed or rate values: measured once, they have unknown noise (never exact).
+TIMED_UNITS = frozenset({"s", "ms", "tok/s", "W", "J", "J/token", "runs"})
+#: Metrics measured once whose value varies from run to run although their unit counts.
+UNCERTAIN_METRICS = frozenset(
+    {"memory.peak_rss_bytes", "memory.device_used_bytes", "latency.speedup"}
+)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One side's stored value of one metric.
+
+    Attributes:
+        value: the stored value (a median for repeated metrics).
+        low: lower bound of its stored 95% interval, NaN without one.
+        high: upper bound, NaN without one.
+        n: how many samples it summarises (``Value.n``).
+        samples: the stored samples (``Value.samples``), possibly empty.
+        exact: it counts rather than times (:func:`is_exact`).
+    """
+
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+    n: int = 1
+    samples: tuple[float, ...] = ()
+    exact: bool = False
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``candidate / base`` with its 95% interval and how it was obtained.
+
+    Attributes:
+        ratio: the point ratio of the stored values; NaN when undefined (a non-positive
+            value).
+        low: lower bound of the interval; NaN without one.
+        high: upper bound; NaN without one.
+        method: ``bootstrap``, ``intervals``, ``exact`` or ``none`` (module docstring).
+        n: the smaller side's sample count, for :func:`repeats_to_settle`.
+    """
+
+    ratio: float
+    low: float
+    high: float
+    method: Method
+    n: int
+
+
+def is_exact(name: str, unit: str, n: int, has_interval: bool, samples: int) -> bool:
+    """Whether a value measured once is exact: it counts (bytes, tokens, a perplexity, a
+    share of passkeys) rather than times, so the same inputs and software give the same
+    number. Timed and rate units (:data:`TIMED_UNITS`) and :data:`UNCERTAIN_METRICS` are
+    never exact; neither is a value with an interval or samples (its noise is known)."""
+    if has_interval or samples >= 2:
+        return False
+    return unit not in TIMED_UNITS and name not in UNCERTAIN_METRICS
+
+
+def statistic(value: float, samples: Sequence[float]) -> Literal["median", "mean"] | None:
+    """Which statistic of ``samples`` the stored ``value`` is: ``median``, ``mean``, or None
+    (not recognised: then the samples are not resampled)."""
+    xs = [x for x in samples if math.isfinite(x)]
+    if len(xs) < 2 or len(xs) != len(samples):
+        return None
+    if math.isclose(statistics.median(xs), value, rel_tol=1e-9, abs_tol=1e-300):
+        return "median"
+    if math.isclose(statistics.fmean(xs), value, rel_tol=1e-9, abs_tol=1e-300):
+        return "mean"
+    return None
+
+
+def pair_seed(seed: int, *parts: str) -> int:
+    """A 64-bit seed from the user's ``seed`` and the pair's names (cell keys, metric)."""
+    digest = hashlib.sha256("\0".join((str(seed), *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def ratio_ci(
+    base: Measured, candidate: Measured, *, resamples: int = RESAMPLES, seed: int = 0
+) -> Ratio:
+    """The ratio ``candidate / base`` and its 95% interval (module docstring, methods 1-4).
+
+    Args:
+        base: the base side's value.
+        candidate: the candidate side's value.
+        resamples: bootstrap resamples.
+        seed: seeds the bootstrap (use :func:`pair_seed`).
+    """
+    n = min(max(base.n, len(base.samples)), max(candidate.n, len(candidate.samples)))
+    if base.value <= 0 or candidate.value <= 0:
+        if base.value == 0 and candidate.value == 0:
+            return Ratio(1.0, 1.0, 1.0, "exact", n)
+        return Ratio(math.nan, math.nan, math.nan, "none", n)
+    point = candidate.value / base.value
+    kind_b, kind_c = (
+        statistic(base.value, base.samples),
+        statistic(candidate.value, candidate.samples),
+    )
+    if kind_b is not None and kind_b == kind_c:
+        low, high = _bootstrap(base.samples, candidate.samples, kind_b, resamples, seed)
+        if math.isfinite(low) and math.isfinite(high):
+            return Ratio(point, min(low, point), max(high, point), "bootstrap", n)
+    if base.exact and candidate.exact:
+        return Ratio(point, point, point, "exact", n)
+    b_low, b_high = _bounds(base)
+    c_low, c_high = _bounds(candidate)
+    if math.isfinite(b_low) and math.isfinite(c_low) and b_low > 0 and c_low > 0:
+        return Ratio(point, c_low / b_high, c_high / b_low, "intervals", n)
+    return Ratio(point, math.nan, math.nan, "none", n)
+
+
+def _bounds(side: Measured) -> tuple[float, float]:
+    """The side's interval: its stored one, the point for an exact value, else NaN."""
+    if side.has_interval and side.low <= side.value <= side.high:
+        return side.low, side.high
+    if side.exact:
+        return side.value, side.value
+    return math.nan, math.nan
+
+
+def _bootstrap(
+    base: Sequence[float],
+    candidate: Sequence[float],
+    kind: Literal["median", "mean"],
+    resamples: int,
+    seed: int,
+) -> tuple[float, float]:
+    """Percentile bootstrap bounds of stat(candidate*) / stat(base*); NaN when a resampled
+    base statistic is not positive."""
+    rng = np.random.default_rng(seed)
+    stat = np.median if kind == "median" else np.mean
+
+    def resampled(xs: Sequence[float]) -> np.ndarray:
+        data = np.asarray(xs, dtype=float)
+        picks = rng.integers(0, len(data), size=(resamples, len(data)))
+        out: np.ndarray = stat(data[picks], axis=1)
+        return out
+
+    b, c = resampled(base), resampled(candidate)
+    if np.any(b <= 0) or np.any(c <= 0):
+        return math.nan, math.nan
+    low, high = np.quantile(c / b, QUANTILES)
+    return float(low), float(high)
+
+
+def verdict(ratio: Ratio, threshold: float, higher_is_better: bool | None) -> Verdict:
+    """The verdict on ``ratio`` for the band [1 − threshold, 1 + threshold] (module docstring).
+
+    Args:
+        ratio: the ratio and its interval; without an interval, ``inconclusive``.
+        threshold: the band's half-width as a fraction (0.05 for ±5%).
+        higher_is_better: the metric's direction; None when unknown (then ``changed``
+            instead of improved or regressed).
+    """
+    low, high = ratio.low, ratio.high
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "inconclusive"
+    lower_edge = (1.0 - threshold) * (1.0 - EDGE_SLACK)
+    upper_edge = (1.0 + threshold) * (1.0 + EDGE_SLACK)
+    if low >= lower_edge and high <= upper_edge:
+        return "unchanged"
+    if low > upper_edge or high < lower_edge:
+        if higher_is_better is None:
+            return "changed"
+        went_up = low > upper_edge
+        return "improved" if went_up == higher_is_better else "regressed"
+    return "inconclusive"
+
+
+def repeats_to_settle(ratio: Ratio, threshold: float) -> int | None:
+    """More repeats per side after which an inconclusive interval would likely settle.
+
+    Assumes the spread stays as measured, so the interval's half-widths (in log ratio)
+    shrink as 1/√n: the interval must shrink by a factor s until it stops straddling the
+    band edge nearest to the ratio, which takes n / s² samples. None when no number of
+    repeats can settle it: the ratio sits on an edge (the interval would have to shrink
+    below ``MIN_SHRINK`` of its width), or there is no interval.
+
+    Returns:
+        ⌈n / s²⌉ − n (at least 1), for the smaller side's n.
+    """
+    if ratio.method not in ("bootstrap", "intervals") or not ratio.low > 0:
+        return None
+    x, low, high = math.log(ratio.ratio), math.log(ratio.low), math.log(ratio.high)
+    edges = (math.log1p(-threshold), math.log1p(threshold))
+    factors = []
+    for edge in edges:
+        if low < edge < high:
+            if x > edge:
+                factors.append((x - edge) / (x - low) if x > low else 0.0)
+            elif x < edge:
+                factors.append((edge - x) / (high - x) if high > x else 0.0)
+            else:
+                factors.append(0.0)
+    if not factors:
+        return None
+    s = min(factors)
+    if s <= MIN_SHRINK:
+        return None
+    n = max(ratio.n, 1)
+    return max(1, math.ceil(n / (s * s)) - n)

@@ -1,0 +1,367 @@
+"""Matching, rows and gates of ``bench compare`` on hand-made frames (no database)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from harness.compare import (
+    Gate,
+    Options,
+    Side,
+    compare,
+    match_cells,
+    parse_fail_on,
+    readable,
+)
+from harness.errors import BenchError
+from harness.fingerprint import identity_hash
+from harness.results import MetricDef
+from harness.store.frames import METRIC_COLUMNS
+
+TPOT, PEAK, PPL, DECODE = (
+    "latency.tpot_s",
+    "memory.peak_alloc_bytes",
+    "accuracy.perplexity",
+    "throughput.decode_tok_s",
+)
+DEFS = {
+    TPOT: MetricDef(TPOT, "s", False, "time per output token"),
+    PEAK: MetricDef(PEAK, "bytes", False, "allocator peak"),
+    PPL: MetricDef(PPL, "ppl", False, "perplexity"),
+    DECODE: MetricDef(DECODE, "tok/s", True, "decode throughput"),
+    "stats.tpot_cv": MetricDef("stats.tpot_cv", "ratio", False, "cv"),
+}
+WORKLOAD = "generate(batch_size=1,new_tokens=16,prompt_tokens=64)"
+Stored = tuple[float | None, float | None, float | None, int, tuple[float, ...]]
+
+
+def fingerprint(**changes: Any) -> dict[str, Any]:
+    """A fingerprint shaped like the worker's; ``changes`` maps dotted paths to values."""
+    fp: dict[str, Any] = {
+        "version": 1,
+        "model": {
+            "id": "smollm2-135m",
+            "dtype": "auto",
+            "revision": None,
+            "trust_remote_code": False,
+            "source": "builtin",
+            "path": "/home/a/.cache/bench/models/smollm2-135m",
+            "commit": None,
+            "files": {"model.safetensors": "sampled-sha256:" + "a" * 64},
+            "sha256": "1" * 64,
+        },
+        "workload": {
+            "name": "generate",
+            "params": {"prompt_tokens": 64, "new_tokens": 16, "batch_size": 1},
+            "texts": {"shakespeare": {"prompt": {"source": "shakespeare", "sha256": "2" * 64}}},
+            "tokenizer": {"class": "TokenizersBackend", "sha256": "3" * 64},
+            "inputs": {"prompt_ids_sha256": "4" * 64, "prompt_shape": [1, 64]},
+        },
+        "accuracy": [],
+        "stack": [{"name": "baseline", "config": {}}],
+        "device": {"name": "cpu", "kind": "cpu", "gpu": None, "capability": None, "cpu": "EPYC"},
+        "policy": {"warmup": 1, "repeats": 6},
+        "software": {"python": "3.11.7", "torch": "2.13.0", "transformers": "5.23.0"},
+        "host": {"load_1m": 0.5, "cpus": 2},
+    }
+    for path, value in changes.items():
+        node = fp
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return fp
+
+
+@dataclass
+class FakeCell:
+    key: str
+    technique: str = "baseline"
+    workload: str = WORKLOAD
+    device: str = "cpu"
+    status: str = "ok"
+    reason: str | None = None
+    # metric -> (value, ci_low, ci_high, n, samples)
+    metrics: Mapping[str, Stored] = field(default_factory=dict)
+    fingerprint: dict[str, Any] | None = field(default_factory=fingerprint)
+
+
+def side(label: str, cells: list[FakeCell], run: dict[str, Any] | None = None) -> Side:
+    """Frames shaped like the store's reads (``cells_frame``, ``metrics_frame``, ...)."""
+    cell_rows = [
+        {
+            "cell_key": c.key,
+            "model": "smollm2-135m",
+            "device": c.device,
+            "technique": c.technique,
+            "workload": c.workload,
+            "status": c.status,
+            "reason": c.reason,
+        }
+        for c in cells
+    ]
+    metric_rows, sample_rows = [], []
+    for c in cells:
+        for name, (value, low, high, n, samples) in c.metrics.items():
+            unit = DEFS[name].unit if name in DEFS else ""
+            metric_rows.append((c.key, name, value, unit, low, high, n, "test", None))
+            sample_rows += [(1, c.key, name, i, x) for i, x in enumerate(samples)]
+    return Side(
+        label=label,
+        run=run or {"id": 1, "machine": "vm"},
+        cells=pd.DataFrame(cell_rows),
+        metrics=pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS)),
+        samples=pd.DataFrame(
+            sample_rows, columns=["run_id", "cell_key", "name", "position", "value"]
+        ),
+        fingerprints={c.key: c.fingerprint for c in cells},
+    )
+
+
+def repeated(*samples: float) -> Stored:
+    xs = sorted(samples)
+    mid = len(xs) // 2
+    median = xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+    return (median, xs[0], xs[-1], len(xs), tuple(samples))
+
+
+def once(value: float) -> Stored:
+    return (value, None, None, 1, ())
+
+
+def rows_by_metric(result: Any) -> dict[str, Any]:
+    return {r.metric: r for r in result.rows}
+
+
+# ---------------------------------------------------------------- matching rules
+
+
+def test_a_different_transformers_version_matches_and_is_named() -> None:
+    base = side("A", [FakeCell("k1", metrics={TPOT: repeated(*[0.05] * 6)})])
+    newer = fingerprint(**{"software.transformers": "5.24.0", "host.load_1m": 1.7})
+    candidate = side(
+        "B", [FakeCell("k2", metrics={TPOT: repeated(*[0.05] * 6)}, fingerprint=newer)]
+    )
+    result = compare(base, candidate, DEFS)
+    assert [str(d) for d in result.differences] == ["transformers 5.23.0 → 5.24.0"]
+    assert len(result.pairs) == 1 and not result.mismatched
+    assert result.pairs[0].differences == ()  # shared ones head the comparison only
+    assert rows_by_metric(result)[TPOT].verdict == "unchanged"
+    assert result.load == (0.5, 1.7)  # the load is summarised, never a difference
+
+
+def test_a_different_prompt_text_does_not_match() -> None:
+    other_text = fingerprint(
+        **{
+            "workload.texts": {"my.txt": {"prompt": {"source": "file", "sha256": "9" * 64}}},
+            "workload.inputs": {"prompt_ids_sha256": "8" * 64, "prompt_shape": [1, 64]},
+        }
+    )
+    base = side("A", [FakeCell("k1", metrics={TPOT: repeated(*[0.05] * 6)})])
+    candidate = side(
+        "B", [FakeCell("k2", metrics={TPOT: repeated(*[0.07] * 6)}, fingerprint=other_text)]
+    )
+    result = compare(base, candidate, DEFS)
+    assert result.pairs == () and result.rows == ()
+    (pair,) = result.mismatched
+    assert {readable(d.field) for d in pair.mismatch} == {
+        "the texts' content",
+        "the prompts' token ids",
+    }
+    assert identity_hash(base.fingerprints["k1"]) != identity_hash(other_text)
+
+
+def test_the_same_text_cut_differently_does_not_match_either() -> None:
+    # Same text, other token ids (another tokenizer or prompt cut): not the same inputs.
+    other_ids = fingerprint(
+        **{"workload.inputs": {"prompt_ids_sha256": "7" * 64, "prompt_shape": [1, 64]}}
+    )
+    base = side("A", [FakeCell("k1")])
+    candidate = side("B", [FakeCell("k2", fingerprint=other_ids)])
+    (matched, mismatched, _, _) = match_cells(base, candidate)
+    assert not matched
+    assert [d.field for d in mismatched[0].mismatch] == ["workload.inputs"]
+
+
+def test_other_model_files_and_policy_match_and_are_named_per_pair() -> None:
+    retrained = fingerprint(**{"model.sha256": "f" * 64})
+    base = side("A", [FakeCell("k1"), FakeCell("k3", technique="precision(dtype=bf16)")])
+    candidate = side(
+        "B",
+        [
+            FakeCell("k2", fingerprint=retrained),
+            FakeCell("k4", technique="precision(dtype=bf16)", fingerprint=fingerprint()),
+        ],
+    )
+    result = compare(base, candidate, DEFS)
+    assert result.differences == ()  # not shared by every pair
+    by_stack = {p.technique: p for p in result.pairs}
+    assert [str(d) for d in by_stack["baseline"].differences] == [
+        "model files 1111111111 → ffffffffff"
+    ]
+    assert by_stack["precision(dtype=bf16)"].differences == ()
+
+
+def test_one_sided_cells_are_listed() -> None:
+    base = side("A", [FakeCell("k1"), FakeCell("k5", technique="gqa(kv_heads=1)")])
+    candidate = side("B", [FakeCell("k2"), FakeCell("k6", workload="generate(batch_size=4)")])
+    result = compare(base, candidate, DEFS)
+    assert [(o.side, o.technique) for o in result.only_base] == [("base", "gqa(kv_heads=1)")]
+    assert [(o.side, o.workload) for o in result.only_candidate] == [
+        ("candidate", "generate(batch_size=4)")
+    ]
+
+
+def test_devices_must_match_unless_asked() -> None:
+    gpu = fingerprint(**{"device.name": "cuda:0", "device.kind": "cuda", "device.gpu": "H100"})
+    base = side("A", [FakeCell("k1", metrics={TPOT: once(0.05)})])
+    candidate = side("B", [FakeCell("k2", device="cuda:0", fingerprint=gpu)])
+    assert not compare(base, candidate, DEFS).pairs
+    across = compare(base, candidate, DEFS, Options(across_devices=True))
+    (pair,) = across.pairs
+    assert pair.candidate_device == "cuda:0"
+    assert {d.field for d in across.differences} >= {"device.name", "device.gpu"}
+
+
+def test_cells_without_fingerprints_match_by_label_and_name_the_runs_differences() -> None:
+    old = {"id": 1, "machine": "vm", "git_commit": "aaa", "environment": {"torch": "2.12.0"}}
+    new = {"id": 2, "machine": "vm", "git_commit": "bbb", "environment": {"torch": "2.13.0"}}
+    base = side("A", [FakeCell("k1", fingerprint=None, metrics={PEAK: once(100.0)})], old)
+    candidate = side("B", [FakeCell("k2", fingerprint=None, metrics={PEAK: once(100.0)})], new)
+    result = compare(base, candidate, DEFS)
+    assert [str(d) for d in result.differences] == ["git commit aaa → bbb", "torch 2.12.0 → 2.13.0"]
+    assert rows_by_metric(result)[PEAK].verdict == "unchanged"
+
+
+# ---------------------------------------------------------------- rows
+
+
+def test_exact_values_regress_beyond_the_band_and_repeats_stay_inconclusive() -> None:
+    base = side(
+        "A",
+        [
+            FakeCell(
+                "k1",
+                metrics={
+                    PEAK: once(1000.0),
+                    PPL: once(20.0),
+                    TPOT: repeated(0.050, 0.052, 0.049),
+                    DECODE: repeated(20.0, 19.2, 20.4),
+                },
+            )
+        ],
+    )
+    candidate = side(
+        "B",
+        [
+            FakeCell(
+                "k2",
+                metrics={
+                    PEAK: once(1011.0),  # +1.1%
+                    PPL: once(20.0),
+                    TPOT: repeated(0.0505, 0.053, 0.050),
+                    DECODE: repeated(19.6, 18.9, 20.0),
+                },
+            )
+        ],
+    )
+    gates = (Gate(PEAK, 0.01, 1),)
+    rows = rows_by_metric(compare(base, candidate, DEFS, Options(gates=gates)))
+    assert (rows[PEAK].verdict, rows[PEAK].threshold) == ("regressed", 0.01)
+    assert rows[PPL].verdict == "unchanged" and rows[PPL].ratio.method == "exact"
+    # three repeats a side: the bootstrap interval spans the ±2% band
+    assert rows[TPOT].verdict == "inconclusive" and rows[TPOT].ratio.method == "bootstrap"
+    assert rows[TPOT].repeats_needed is not None and rows[TPOT].repeats_needed > 0
+    assert rows[DECODE].higher_is_better is True
+
+
+def test_a_metric_null_on_one_side_is_missing_and_stats_are_hidden() -> None:
+    base = side("A", [FakeCell("k1", metrics={PEAK: once(1.0), "stats.tpot_cv": once(0.1)})])
+    candidate = side("B", [FakeCell("k2", metrics={PEAK: (None, None, None, 1, ())})])
+    result = compare(base, candidate, DEFS)
+    assert [(r.metric, r.verdict) for r in result.rows] == [(PEAK, "missing")]
+    asked = compare(base, candidate, DEFS, Options(metrics=("stats.*",)))
+    assert [r.metric for r in asked.rows] == ["stats.tpot_cv"]
+
+
+def test_a_cell_that_stopped_working_is_reported() -> None:
+    base = side("A", [FakeCell("k1", metrics={TPOT: once(0.05)})])
+    broken = FakeCell("k2", status="error", reason="RuntimeError: boom (x.py:1)")
+    result = compare(base, side("B", [broken]), DEFS)
+    (pair,) = result.broken
+    assert (pair.base_status, pair.candidate_status) == ("ok", "error")
+
+
+def test_a_timed_out_cell_names_only_what_both_sides_recorded() -> None:
+    # A timed-out cell has only the suite's part of its fingerprint: no software, files.
+    static = {k: v for k, v in fingerprint().items() if k not in ("software", "host")}
+    static["model"] = {k: static["model"][k] for k in ("id", "dtype", "revision")}
+    static["policy"] = {"warmup": 1, "repeats": 3}
+    base = side("A", [FakeCell("k1", metrics={TPOT: once(0.05)})])
+    timed_out = FakeCell("k2", status="timeout", fingerprint=static)
+    result = compare(base, side("B", [timed_out]), DEFS)
+    (pair,) = result.broken
+    assert pair.candidate_status == "timeout"
+    assert [str(d) for d in result.differences] == ["policy.repeats 6 → 3"]
+
+
+def test_failures_are_gated_regressions_only() -> None:
+    base = side("A", [FakeCell("k1", metrics={PEAK: once(100.0), PPL: once(10.0)})])
+    candidate = side("B", [FakeCell("k2", metrics={PEAK: once(110.0), PPL: once(11.0)})])
+    gated = compare(base, candidate, DEFS, Options(gates=(Gate(PEAK, 0.05, 1),)))
+    assert [r.metric for r in gated.failures()] == [PEAK]  # PPL regressed too, ungated
+    loose = compare(base, candidate, DEFS, Options(gates=(Gate(PEAK, 0.10, 1),)))
+    assert loose.failures() == []  # +10% exactly is inside a ±10% band
+
+
+def test_metric_rows_do_not_depend_on_which_others_are_shown() -> None:
+    metrics = {TPOT: repeated(0.05, 0.06, 0.055, 0.052), DECODE: repeated(20.0, 18.0, 19.0)}
+    base = side("A", [FakeCell("k1", metrics=metrics)])
+    candidate = side("B", [FakeCell("k2", metrics=copy.deepcopy(metrics))])
+    everything = rows_by_metric(compare(base, candidate, DEFS))[TPOT]
+    alone = rows_by_metric(compare(base, candidate, DEFS, Options(metrics=(TPOT,))))[TPOT]
+    assert everything.ratio == alone.ratio
+
+
+# ---------------------------------------------------------------- --fail-on
+
+
+def test_parse_fail_on() -> None:
+    gates = parse_fail_on("latency.tpot_s:+5%, memory.*:1%,throughput.decode_tok_s:-2.5%", DEFS, [])
+    assert gates == [
+        Gate(TPOT, 0.05, 1),
+        Gate("memory.*", 0.01, 0),
+        Gate(DECODE, 0.025, -1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("latency.tpot_ms:+5%", "unknown metric 'latency.tpot_ms'. Did you mean 'latency.tpot_s'?"),
+        ("memory.peak_bytes:+1%", "unknown metric 'memory.peak_bytes'"),
+        ("latency.tpot_s:5", "is not METRIC:+X%"),
+        ("throughput.decode_tok_s:+5%", "write throughput.decode_tok_s:-5%"),
+        ("latency.tpot_s:-5%", "write latency.tpot_s:+5%"),
+    ],
+)
+def test_bad_fail_on_names_the_fix(text: str, message: str) -> None:
+    with pytest.raises(BenchError, match=re.escape(message)):
+        parse_fail_on(text, DEFS, [])
+
+
+def test_a_gate_sign_gives_an_unregistered_metric_its_direction() -> None:
+    metrics = {"kv.evicted_tokens": once(100.0)}
+    base = side("A", [FakeCell("k1", metrics=metrics)])
+    candidate = side("B", [FakeCell("k2", metrics={"kv.evicted_tokens": once(150.0)})])
+    gates = tuple(parse_fail_on("kv.evicted_tokens:+10%", DEFS, ["kv.evicted_tokens"]))
+    result = compare(base, candidate, DEFS, Options(gates=gates))
+    assert [r.verdict for r in result.rows] == ["regressed"]
+    assert compare(base, candidate, DEFS).rows[0].verdict == "changed"  # no direction

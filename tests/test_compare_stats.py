@@ -1,0 +1,195 @@
+"""The ratio, its 95% interval and the verdict of ``bench compare``, at their boundaries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.compare_stats import (
+    Measured,
+    Ratio,
+    is_exact,
+    pair_seed,
+    ratio_ci,
+    repeats_to_settle,
+    statistic,
+    verdict,
+)
+
+
+def exact(value: float) -> Measured:
+    return Measured(value, exact=True)
+
+
+def repeats(*samples: float) -> Measured:
+    xs = sorted(samples)
+    mid = len(xs) // 2
+    median = xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+    return Measured(median, min(xs), max(xs), len(xs), tuple(samples))
+
+
+def point(r: float) -> Ratio:
+    return Ratio(r, r, r, "exact", 1)
+
+
+# ---------------------------------------------------------------- verdicts at the band edges
+
+
+@pytest.mark.parametrize(
+    ("ratio", "expected"),
+    [
+        (1.05, "unchanged"),  # on the edge: inside the band
+        (1.0500001, "regressed"),
+        (0.95, "unchanged"),
+        (0.9499999, "improved"),
+        (1.0, "unchanged"),
+    ],
+)
+def test_exact_ratio_at_the_edges_of_a_5_percent_band(ratio: float, expected: str) -> None:
+    assert verdict(point(ratio), 0.05, higher_is_better=False) == expected
+
+
+def test_exact_ratio_from_stored_values_on_the_edge() -> None:
+    # 105 / 100 is the float nearest 1.05, and 1 + 0.05 may round either way: the edge
+    # has a relative slack of 1e-12 so that +5% exactly is inside a ±5% band.
+    r = ratio_ci(exact(100.0), exact(105.0))
+    assert (r.ratio, r.low, r.high, r.method) == (1.05, 1.05, 1.05, "exact")
+    assert verdict(r, 0.05, higher_is_better=False) == "unchanged"
+    assert verdict(ratio_ci(exact(100.0), exact(105.001)), 0.05, False) == "regressed"
+
+
+def test_direction_decides_improved_or_regressed() -> None:
+    assert verdict(point(1.2), 0.05, higher_is_better=True) == "improved"
+    assert verdict(point(1.2), 0.05, higher_is_better=False) == "regressed"
+    assert verdict(point(0.8), 0.05, higher_is_better=True) == "regressed"
+    assert verdict(point(0.8), 0.05, higher_is_better=None) == "changed"
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (0.96, 1.04, "unchanged"),  # inside ±5%
+        (0.95, 1.05, "unchanged"),  # bounds on the edges count as inside
+        (1.03, 1.07, "inconclusive"),  # straddles the upper edge
+        (0.90, 1.10, "inconclusive"),  # straddles both
+        (1.051, 1.30, "regressed"),  # entirely beyond +5%
+        (1.01, 1.04, "unchanged"),  # worse, but by less than the threshold
+        (0.70, 0.949, "improved"),
+    ],
+)
+def test_interval_against_the_band(low: float, high: float, expected: str) -> None:
+    r = Ratio((low + high) / 2, low, high, "intervals", 5)
+    assert verdict(r, 0.05, higher_is_better=False) == expected
+
+
+def test_no_interval_is_inconclusive_whatever_the_ratio() -> None:
+    assert verdict(Ratio(1.0, math.nan, math.nan, "none", 1), 0.05, False) == "inconclusive"
+    assert verdict(Ratio(3.0, math.nan, math.nan, "none", 1), 0.05, False) == "inconclusive"
+
+
+# ---------------------------------------------------------------- bootstrap with known support
+
+
+def test_bootstrap_interval_of_a_two_valued_candidate() -> None:
+    # Base: 6 equal repeats. Candidate: three at 1.0 and three at 1.1, so a resample's
+    # median is 1.0, 1.05 or 1.1, the extremes each with probability 22/64 > 2.5%: the
+    # interval is exactly [1.0, 1.1] with 10,000 resamples.
+    base = repeats(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    candidate = repeats(1.0, 1.1, 1.0, 1.1, 1.0, 1.1)
+    r = ratio_ci(base, candidate, seed=pair_seed(0, "a", "b", "m"))
+    assert r.method == "bootstrap"
+    assert r.ratio == pytest.approx(1.05)
+    assert (r.low, r.high) == (1.0, pytest.approx(1.1))
+    assert verdict(r, 0.05, False) == "inconclusive"
+    assert verdict(r, 0.10, False) == "unchanged"
+    assert verdict(r, 0.02, True) == "inconclusive"
+
+
+def test_bootstrap_of_shifted_constant_repeats_is_a_point() -> None:
+    r = ratio_ci(repeats(*[2.0] * 6), repeats(*[2.2] * 6))
+    assert (r.method, r.low, r.high) == ("bootstrap", pytest.approx(1.1), pytest.approx(1.1))
+    assert verdict(r, 0.05, higher_is_better=False) == "regressed"
+    assert verdict(r, 0.05, higher_is_better=True) == "improved"
+
+
+def test_bootstrap_is_seeded() -> None:
+    base = repeats(1.0, 1.3, 0.9, 1.1, 1.2, 1.05, 0.95)
+    candidate = repeats(1.1, 1.0, 1.4, 1.2, 0.9, 1.15, 1.0)
+    again = [ratio_ci(base, candidate, seed=7) for _ in range(2)]
+    assert again[0] == again[1]
+    other = ratio_ci(base, candidate, seed=8)
+    assert (other.low, other.high) != (again[0].low, again[0].high)
+    assert pair_seed(0, "k1", "k2", "latency.tpot_s") == pair_seed(0, "k1", "k2", "latency.tpot_s")
+    assert pair_seed(0, "k1", "k2", "latency.tpot_s") != pair_seed(1, "k1", "k2", "latency.tpot_s")
+
+
+def test_statistic_is_recognised_from_the_stored_value() -> None:
+    assert statistic(2.0, (1.0, 2.0, 10.0)) == "median"
+    assert statistic(13 / 3, (1.0, 2.0, 10.0)) == "mean"
+    assert statistic(5.0, (1.0, 2.0, 10.0)) is None
+    assert statistic(1.0, (1.0,)) is None  # one sample: nothing to resample
+    assert statistic(1.0, (1.0, math.nan)) is None
+
+
+def test_values_without_samples_fall_back_to_their_intervals() -> None:
+    base = Measured(10.0, 9.0, 11.0, n=40)
+    candidate = Measured(12.0, 11.5, 12.5, n=40)
+    r = ratio_ci(base, candidate)
+    assert r.method == "intervals"
+    assert (r.low, r.high) == (pytest.approx(11.5 / 11.0), pytest.approx(12.5 / 9.0))
+    assert r.n == 40
+
+
+def test_exact_and_uncertain_single_values() -> None:
+    assert ratio_ci(exact(4.0), exact(2.0)).method == "exact"
+    single = ratio_ci(Measured(4.0), Measured(4.0))  # measured once, not exact
+    assert single.method == "none" and single.ratio == 1.0
+    assert math.isnan(single.low)
+    # one side exact, the other with an interval: the point is its own interval
+    mixed = ratio_ci(exact(10.0), Measured(11.0, 10.5, 11.5, n=20))
+    assert (mixed.method, mixed.low, mixed.high) == ("intervals", 1.05, 1.15)
+
+
+def test_zero_and_negative_values() -> None:
+    both_zero = ratio_ci(exact(0.0), exact(0.0))
+    assert (both_zero.ratio, both_zero.method) == (1.0, "exact")
+    assert math.isnan(ratio_ci(exact(0.0), exact(3.0)).ratio)
+    assert math.isnan(ratio_ci(exact(-1.0), exact(3.0)).ratio)
+
+
+def test_what_counts_as_exact() -> None:
+    assert is_exact("memory.weights_bytes", "bytes", 1, False, 0)
+    assert is_exact("accuracy.perplexity", "ppl", 4096, False, 0)
+    assert not is_exact("memory.peak_rss_bytes", "bytes", 1, False, 0)
+    assert not is_exact("latency.speedup", "ratio", 1, False, 0)
+    assert not is_exact("latency.itl_p90_s", "s", 35, False, 0)  # timed
+    assert not is_exact("memory.weights_bytes", "bytes", 3, True, 0)  # has an interval
+    assert not is_exact("kv.evicted_tokens", "tokens", 3, False, 3)  # has samples
+
+
+# ---------------------------------------------------------------- repeats that would settle it
+
+
+def test_repeats_to_settle_by_hand() -> None:
+    # ratio 1, interval [0.9, 1.1], band ±5%, 6 samples a side. In log ratio the lower
+    # half-width 0.1054 must shrink to |log 0.95| = 0.0513 (factor 0.4868) and the upper
+    # 0.0953 to log 1.05 = 0.0488 (0.5119): the tighter is 0.4868, so 6 / 0.4868² = 25.3
+    # samples, 26 − 6 = 20 more.
+    r = Ratio(1.0, 0.9, 1.1, "bootstrap", 6)
+    assert repeats_to_settle(r, 0.05) == 20
+    assert verdict(r, 0.05, False) == "inconclusive"
+
+
+def test_repeats_to_settle_a_ratio_beyond_the_band() -> None:
+    # ratio 1.10, interval [1.02, 1.2]: to show "regressed" the lower half-width
+    # log(1.1/1.02) = 0.0755 must shrink to log(1.1/1.05) = 0.0465: factor 0.616,
+    # 10 / 0.616² = 26.4 → 27 samples, 17 more.
+    r = Ratio(1.10, 1.02, 1.2, "intervals", 10)
+    assert repeats_to_settle(r, 0.05) == 17
+
+
+def test_no_number_of_repeats_settles_a_ratio_on_the_edge() -> None:
+    assert repeats_to_settle(Ratio(1.05, 1.0, 1.1, "bootstrap", 6), 0.05) is None
+    assert repeats_to_settle(Ratio(1.0, math.nan, math.nan, "none", 1), 0.05) is None
+    assert repeats_to_settle(Ratio(1.0, 0.99, 1.01, "bootstrap", 6), 0.05) is None  # settled
