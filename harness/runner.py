@@ -4,9 +4,11 @@ The runner never imports a model. It skips cells that already have an ``ok`` or
 ``skipped`` result on this machine (resume), hands the rest to one worker process per
 (model, device), and writes each result in one transaction. A cell that times out or kills
 its worker is recorded as such and the worker is restarted: a failed cell never stops the
-suite. Each ``ok`` cell also gets the ratios of ``harness.derive.relative_values`` against the
-cell of the suite's reference stack with the same model, device and workload measured in
-the same run (reference cells run first in their group).
+suite. After them come the suite's out-of-memory boundary searches (``harness.boundary``),
+whose probe cells run in the same workers. Each ``ok`` cell also gets the ratios of
+``harness.derive.relative_values`` against the cell of the suite's reference stack with the
+same model, device and workload measured in the same run (reference cells run first in
+their group).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness import derive
+from harness import boundary, derive
 from harness.cell import cell_result
 from harness.environment import fingerprint, git_commit, library_versions, machine_info
+from harness.estimate.cellstep import PREFLIGHT_PREFIX
 from harness.registry import Registry
 from harness.results import CellResult
 from harness.store import Store
@@ -150,9 +153,12 @@ def run_suite(
     machine_id = store.ensure_machine(fingerprint(info), info)
     keys = [c.key for c in suite.cells]
     done = set() if rerun else store.done_keys(machine_id, keys)
+    if done and not all(c.policy.preflight for c in suite.cells):  # bench run --no-preflight
+        done -= store.skipped_keys(machine_id, keys, PREFLIGHT_PREFIX)
     todo = order_cells((c for c in suite.cells if c.key not in done), registry)
+    searches = boundary.pending(suite, store, machine_id, rerun)
     summary = RunSummary(None, len(keys), len(done))
-    if not todo:
+    if not todo and not searches:
         return summary
 
     store.save_metric_defs(registry.metrics.values())
@@ -182,6 +188,20 @@ def run_suite(
             summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
             if on_result:
                 on_result(result, len(done) + i, len(keys))
+
+        def probe(cell: Cell) -> CellResult:  # a boundary search's real run, recorded
+            result = workers.setdefault(cell.device, WorkerHandle(cell.device)).run(cell)
+            store.record(run_id, result)
+            if on_result:
+                on_result(result, len(keys), len(keys))
+            return result
+
+        for job in searches:
+            result = boundary.search(job, registry, probe)
+            store.record(run_id, result)
+            summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
+            if on_result:
+                on_result(result, len(keys), len(keys))
         store.finish_run(run_id)
     finally:
         for handle in workers.values():

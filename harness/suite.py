@@ -51,6 +51,7 @@ __all__ = [
     "load_suite",
     "resolve_devices",
     "suite_from_data",
+    "without_preflight",
 ]
 
 
@@ -119,3 +120,14 @@ def suite_from_data(
     text = text if text is not None else json.dumps(data, sort_keys=True, default=str)
     text_hash = hashlib.sha256(text.encode()).hexdigest()
     return Suite(spec.name, path, spec, text_hash, cells)
+
+
+def without_preflight(suite: Suite) -> Suite:
+    """``suite`` with pre-flight turned off in every cell's policy (``--no-preflight``); the
+    cell keys stay the same (pre-flight does not change a measurement)."""
+    from dataclasses import replace
+
+    cells = tuple(
+        replace(c, policy=c.policy.model_copy(update={"preflight": False})) for c in suite.cells
+    )
+    return replace(suite, cells=cells)

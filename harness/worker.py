@@ -20,6 +20,7 @@ from functools import cache
 from multiprocessing.connection import Connection
 from typing import Any
 
+from harness import memlimit
 from harness.cell import Memo, cell_result, measure
 from harness.environment import Environment
 from harness.errors import BenchError, Skip
@@ -70,6 +71,7 @@ class Worker:
         self.probes = [cls(device) for cls in self.registry.probes.values()]
         self.memo = Memo()
         self._loaded: dict[ModelSpec, LoadedModel] = {}
+        self._base_bytes = memlimit.data_bytes()  # before any model: what a cap adds to
 
     def load(self, spec: ModelSpec, *, fresh: bool = False) -> LoadedModel:
         """The model of ``spec``; a fresh copy when the stack will change its weights."""
@@ -111,7 +113,9 @@ class Worker:
         status: Status = "ok"
         reason = None
         values: tuple[Value, ...] = ()
+        limit = cell.policy.memory_limit_gib
         try:
+            memlimit.apply(self.device, limit * memlimit.GiB if limit else None, self._base_bytes)
             values, reason = measure(cell, self)
         except Skip as exc:
             status, reason = "skipped", exc.reason
@@ -122,6 +126,8 @@ class Worker:
         except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (device)
                 status, reason = "oom", str(exc).splitlines()[0]
+            elif _CPU_ALLOC_FAILED in str(exc):  # torch's CPU allocator (RuntimeError)
+                status, reason = "oom_host", f"host out of memory: {_allocation(exc)}"
             else:
                 status, reason = "error", _summary(exc)
         finally:
@@ -131,6 +137,16 @@ class Worker:
 
                 torch.cuda.empty_cache()
         return cell_result(cell, status, reason, started, values)
+
+
+#: What torch's CPU allocator says when an allocation fails (c10/core/impl/alloc_cpu.cpp).
+_CPU_ALLOC_FAILED = "can't allocate memory"
+
+
+def _allocation(exc: BaseException) -> str:
+    """The allocator's sentence of ``exc``, without torch's ``[enforce fail at ...]`` prefix."""
+    text = str(exc).splitlines()[0]
+    return text[text.find("DefaultCPUAllocator") :] if "DefaultCPUAllocator" in text else text
 
 
 def _summary(exc: BaseException) -> str:

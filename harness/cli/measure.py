@@ -19,14 +19,21 @@ from harness.errors import EXIT_CELLS_FAILED, BenchError
 @db_option
 @click.option("--rerun", is_flag=True, help="measure cells again even if they have results")
 @click.option("--dry-run", is_flag=True, help="print the matrix of cells and exit")
-def run(suite: Path, db: str | None, rerun: bool, dry_run: bool) -> None:
+@click.option(
+    "--no-preflight",
+    is_flag=True,
+    help="run cells the estimate predicts will not fit (and those it skipped before)",
+)
+def run(suite: Path, db: str | None, rerun: bool, dry_run: bool, no_preflight: bool) -> None:
     """Measure every cell of SUITE; resume where an interrupted run stopped."""
     from harness import report
     from harness.runner import run_suite
-    from harness.suite import load_suite
+    from harness.suite import load_suite, without_preflight
 
     registry = load_registry()
     spec = load_suite(suite, registry)
+    if no_preflight:
+        spec = without_preflight(spec)
     if dry_run:
         report.print_matrix(spec)
         return
