@@ -13,7 +13,7 @@ the suite's cells. Each search is
    status, so every OOM is a stored, survived result (``oom`` / ``oom_host``; a worker
    killed by the kernel is restarted by the runner);
 3. widened from the seed until a fitting and a failing value bracket the boundary
-   (steps growing ×2), then bisected until they are within ``tolerance`` of each other
+   (the factor from the last value growing: ×1.25, ×1.5, ×2, ×3, ...), then bisected until they are within ``tolerance`` of each other
    or ``max_probes`` runs were made (:func:`bisect`).
 
 The outcome is a cell of its own (workload ``boundary``) holding
@@ -102,8 +102,9 @@ def bisect(
     """The largest value in [at_least, up_to] for which ``fits`` holds, assuming it is
     monotone (fits at v ⇒ fits below v), probing from ``seed``.
 
-    From the seed the step grows ×2 (a quarter of the seed first) until a fitting and a
-    failing value bracket the boundary, then the bracket is halved until
+    From the seed the value is multiplied (up) or divided (down) by 1.25, then 1.5, 2, 3,
+    ... (the factor's excess over 1 doubling) until a fitting and a failing value bracket
+    the boundary, then the bracket is halved until
     hi − lo ≤ max(1, tolerance × lo) or ``max_probes`` probes were made.
 
     Args:
@@ -124,21 +125,23 @@ def bisect(
 
     try:
         value = min(max(seed, at_least), up_to)
-        step = max(1, value // 4)
+        factor = 1.25
         while len(out.probes) < max_probes:
             if probe(value):
                 lo = value
                 if value >= up_to or (hi is not None and close()):
                     break
                 if hi is None:
-                    value, step = min(up_to, value + step), step * 2
+                    value = min(up_to, max(value + 1, int(value * factor)))
+                    factor = 1 + 2 * (factor - 1)
                     continue
             else:
                 hi = value
                 if value <= at_least or (lo is not None and close()):
                     break
                 if lo is None:
-                    value, step = max(at_least, value - step), step * 2
+                    value = max(at_least, min(value - 1, int(value / factor)))
+                    factor = 1 + 2 * (factor - 1)
                     continue
             if lo is not None and hi is not None:
                 if close():

@@ -42,6 +42,12 @@ PREFLIGHT_PREFIX = "predicted OOM:"
 SOURCE = "estimate"
 
 
+def _gib(value: float) -> str:
+    """Bytes as GiB: one decimal from 1 GiB, three significant digits below."""
+    gib = value / GiB
+    return f"{gib:.1f}" if gib >= 1 else f"{gib:.3g}"
+
+
 @lru_cache(maxsize=16)
 def _architecture(model_id: str) -> Architecture:
     return load_architecture(model_id)
@@ -76,11 +82,11 @@ class Prediction:
         parts = [("weights", m.weights_bytes + m.extra_weights_bytes)]
         parts += [("KV cache", m.kv_cache_bytes), ("gradients", m.gradient_bytes)]
         parts += [("optimizer state", m.optimizer_state_bytes), ("overhead", m.overhead_bytes)]
-        shown = " + ".join(f"{name} {b / GiB:.1f}" for name, b in parts if b)
+        shown = " + ".join(f"{name} {_gib(b)}" for name, b in parts if b)
         raise Skip(
-            f"{PREFLIGHT_PREFIX} needs {m.floor_bytes / GiB:.1f} GiB, device has "
-            f"{self.capacity_bytes / GiB:.1f} GiB ({shown} GiB; predicted peak "
-            f"{m.peak_bytes / GiB:.1f} GiB). 'bench run --no-preflight' runs it anyway"
+            f"{PREFLIGHT_PREFIX} needs {_gib(m.floor_bytes)} GiB, device has "
+            f"{_gib(self.capacity_bytes)} GiB ({shown} GiB; predicted peak "
+            f"{_gib(m.peak_bytes)} GiB). 'bench run --no-preflight' runs it anyway"
         )
 
     def values(self) -> dict[str, Value]:
