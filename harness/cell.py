@@ -1,11 +1,13 @@
 """The life of one cell, as a short pipeline of named steps.
 
     build_stack  Cell                       -> list[Technique]   (configs validated, check())
+    predict      techniques, config.json    -> Prediction        (harness.estimate; pre-flight)
     identify     Cell, loaded model         -> fingerprint part  (files, tokenizer, inputs)
     prepare      techniques, loaded model   -> Prepared          (each technique in order)
     run_tasks    Prepared                   -> Values            (the workload, then accuracy)
     technique    techniques                 -> Values            (technique metrics)
-    derive       Values, Prepared           -> Values            (harness.derive, in-cell)
+    derive       Values, Prepared           -> Values            (harness.derive, in-cell, with
+                                                                  the prediction beside them)
     registered   Values                     -> Values, note      (unregistered ones dropped)
 
 :func:`measure` runs them; :func:`cell_result` is the one place a ``CellResult`` is made.
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import derive
 from harness.errors import Skip
+from harness.estimate.cellstep import Prediction, predict_cell
 from harness.fingerprint import (
     describe,
     device_facts,
@@ -143,6 +146,9 @@ def measure(
         raise Skip(f"device {cell.device} is not available on this machine")
     techniques = build_stack(cell, res.registry, res.env)
     workload_cls = res.registry.workloads[cell.workload.name]
+    prediction = predict(cell, techniques, res.env)
+    if cell.policy.preflight:
+        prediction.preflight()  # before the model loads: a cell that cannot fit is skipped
     mutates = workload_cls.mutates_weights or any(t.mutates_weights for t in techniques)
     loaded = res.load(cell.model, fresh=mutates)
     if observed is not None:
@@ -161,6 +167,8 @@ def measure(
         shared = not workload_cls.mutates_weights and not any(t.reads_workload for t in techniques)
         values, technique_values = run_tasks(cell, prepared, techniques, ctx, res, shared=shared)
         values.update(derive.cell_values(values, prepared.model))
+        values.update(prediction.values())
+        values.update(derive.roofline_values(values))
         values.update(technique_values)
         return registered(values, res.registry)
     finally:
@@ -224,6 +232,18 @@ def identify(cell: Cell, loaded: LoadedModel, res: Resources) -> dict[str, Any]:
     if accuracy_inputs:
         part["accuracy_inputs"] = accuracy_inputs
     return part
+
+
+def predict(cell: Cell, techniques: Sequence[Technique], env: Environment) -> Prediction:
+    """The cell's estimate (``harness.estimate.cellstep``), milliseconds, no model loaded.
+
+    An estimate that fails (a plugin's ``Technique.estimate`` raising) is recorded as the
+    reason of null ``estimate.*`` values; it never fails the measurement.
+    """
+    try:
+        return predict_cell(cell, techniques, env)
+    except Exception as exc:
+        return Prediction(None, f"the estimate failed: {type(exc).__name__}: {exc}", None)
 
 
 def prepare(techniques: Sequence[Technique], prepared: Prepared, ctx: Context) -> Prepared:

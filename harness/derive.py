@@ -34,7 +34,41 @@ RATIOS: tuple[tuple[str, str, bool, str], ...] = (
 
 NO_REFERENCE = "no ok cell of the reference stack for this model, device and workload in this run"
 
+#: (metric, predicted time, measured time, description): the roofline fractions.
+FRACTIONS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "roofline.prefill_fraction",
+        "estimate.prefill_s",
+        "latency.ttft_s",
+        "predicted prefill time at the roofline / measured TTFT: the share of what the "
+        "hardware allows that the prefill achieved (1 = at the roof)",
+    ),
+    (
+        "roofline.decode_fraction",
+        "estimate.decode_s",
+        "latency.tpot_s",
+        "predicted decode-step time at the roofline / measured TPOT (1 = at the roof)",
+    ),
+)
+#: (metric, predicted operations, measured time, description): achieved operations/s.
+ACHIEVED: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "roofline.prefill_flops",
+        "estimate.prefill_ops",
+        "latency.ttft_s",
+        "operations of the prefill (estimate) / measured TTFT: achieved FLOP/s",
+    ),
+    (
+        "roofline.decode_flops",
+        "estimate.decode_ops",
+        "latency.tpot_s",
+        "operations of one decode step (estimate) / measured TPOT: achieved FLOP/s",
+    ),
+)
+
 METRICS = [MetricDef(ratio, "ratio", better, text) for _, ratio, better, text in RATIOS]
+METRICS += [MetricDef(name, "ratio", True, text) for name, _, _, text in FRACTIONS]
+METRICS += [MetricDef(name, "FLOP/s", True, text) for name, _, _, text in ACHIEVED]
 
 
 def cell_values(values: Mapping[str, Value], model: Any) -> dict[str, Value]:
@@ -61,6 +95,43 @@ def cell_values(values: Mapping[str, Value], model: Any) -> dict[str, Value]:
             "bytes",
             source=f"weights+{window.source}",
         )
+    return out
+
+
+def roofline_values(values: Mapping[str, Value]) -> dict[str, Value]:
+    """How far the measurement is from the roofline (seed 003 §2.3, ``harness.estimate``).
+
+    - ``roofline.prefill_fraction`` = ``estimate.prefill_s`` / ``latency.ttft_s`` and
+      ``roofline.decode_fraction`` = ``estimate.decode_s`` / ``latency.tpot_s``: predicted
+      time at the bound ÷ measured time (1 = the hardware's limit reached);
+    - ``roofline.prefill_flops`` = ``estimate.prefill_ops`` / ``latency.ttft_s`` and
+      ``roofline.decode_flops`` = ``estimate.decode_ops`` / ``latency.tpot_s``: achieved
+      operations/s, the y of the roofline chart (x: ops / bytes of the estimate).
+
+    A number whose inputs are missing is left out; one whose prediction is null (no
+    estimate for the stack, speculative decoding's unknown acceptance) is null with its
+    reason.
+    """
+
+    def number(name: str) -> float | None:
+        v = values.get(name)
+        return v.value if v is not None else None
+
+    out: dict[str, Value] = {}
+    for name, predicted, measured, _ in FRACTIONS:
+        got, time = values.get(predicted), number(measured)
+        if got is None or not time:
+            continue
+        if got.value is None:
+            out[name] = Value(name, None, "ratio", reason=got.reason)
+        else:
+            out[name] = Value(name, got.value / time, "ratio", source=f"{predicted}/{measured}")
+    for name, ops_name, measured, _ in ACHIEVED:
+        ops, time = number(ops_name), number(measured)
+        stage = ops_name.removesuffix("_ops") + "_s"
+        if ops is None or not time or number(stage) is None:
+            continue
+        out[name] = Value(name, ops / time, "FLOP/s", source=f"{ops_name}/{measured}")
     return out
 
 

@@ -457,4 +457,6 @@ def _policy_key(policy: Policy) -> dict[str, Any]:
     if policy.target_ci is not None:
         key["target_ci"] = policy.target_ci
         key["max_repeats"] = policy.max_repeats
+    if policy.memory_limit_gib is not None:
+        key["memory_limit_gib"] = policy.memory_limit_gib
     return key

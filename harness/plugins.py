@@ -41,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness.workloads.lmeval",
     "harness.workloads.train",
     "harness.metrics",
+    "harness.estimate.plugin",
     "plugins.baseline",
     "plugins.precision",
     "plugins.adam8bit",

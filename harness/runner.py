@@ -9,7 +9,8 @@ transaction with its claim. A cell that times out or kills its seat is recorded 
 and the seat is replaced: a failed cell never stops the suite. Each ``ok`` cell also gets
 the ratios of ``harness.derive.relative_values`` against the cell of the suite's reference
 stack with the same model, device and workload measured in the same run (reference cells
-run first in their group).
+run first in their group). After the cells come the suite's out-of-memory boundary
+searches (``harness.boundary``), whose probe cells run on the executor's seats too.
 
 A group's cells are claimed together when the runner reaches the group, so one runner
 measures a whole group (one model load, the reference with the others). Cells another
@@ -29,8 +30,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness import derive
+from harness import boundary, derive
 from harness.environment import fingerprint, git_commit, library_versions
+from harness.estimate.cellstep import PREFLIGHT_PREFIX
 from harness.executors import Executor, Seat
 from harness.registry import Registry
 from harness.results import CellResult
@@ -126,10 +128,19 @@ _Event = _Measured | _Skipped
 class _Claimer:
     """The claim side of one ``run_suite``: lanes, claims, heartbeat, waiting."""
 
-    def __init__(self, store: Store, keys: list[str], *, rerun: bool, lease_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: list[str],
+        *,
+        rerun: bool,
+        lease_s: float,
+        retry_preflight: bool = False,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.rerun = rerun
+        self.retry_preflight = retry_preflight  # bench run --no-preflight
         self.lease_s = lease_s
         self.poll_s = max(0.2, min(5.0, lease_s / 4))
         self.holder = uuid.uuid4().hex
@@ -147,6 +158,8 @@ class _Claimer:
             if print_ not in self._lanes:
                 machine_id = self.store.ensure_machine(print_, info)
                 done = set() if self.rerun else self.store.done_keys(machine_id, self.keys)
+                if done and self.retry_preflight:  # cells pre-flight skipped run now
+                    done -= self.store.skipped_keys(machine_id, self.keys, PREFLIGHT_PREFIX)
                 self._lanes[print_] = _Lane(machine_id, hardware_key(info), done)
             return self._lanes[print_]
 
@@ -293,7 +306,8 @@ def run_suite(
         executor = LocalExecutor()
     keys = [c.key for c in suite.cells]
     summary = RunSummary(None, len(keys), 0)
-    claimer = _Claimer(store, keys, rerun=rerun, lease_s=lease_s)
+    retry = not all(c.policy.preflight for c in suite.cells)
+    claimer = _Claimer(store, keys, rerun=rerun, lease_s=lease_s, retry_preflight=retry)
     references: dict[tuple[str, str, str], CellResult] = {}  # measured in this run
     finished = 0
     try:
@@ -315,6 +329,7 @@ def run_suite(
             summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
             if on_result:
                 on_result(result, finished, len(keys))
+        _run_searches(store, registry, suite, executor, claimer, summary, on_result)
         for run_id in summary.run_ids:
             store.finish_run(run_id)
     finally:
@@ -333,6 +348,25 @@ def _record(
 ) -> CellResult | None:
     """Derive the ratios of one result and record it with its claim; None if it was lost."""
     cell, result, lane = event.cell, event.result, event.lane
+    run_id = _lane_run(store, registry, suite, lane, summary)
+    if cell.reference:
+        references[comparable(cell)] = result
+    ratios = derive.relative_values(result, references.get(comparable(cell)))
+    result = replace(result, values=(*result.values, *ratios))
+    try:
+        store.record(run_id, result, claim=event.claim)
+    except ClaimLost as exc:
+        print(f"warning: {cell.label}: {exc}", file=sys.stderr)
+        return None
+    if result.status == "ok" and result.reason:
+        print(f"warning: {cell.label}: {result.reason}", file=sys.stderr)
+    return result
+
+
+def _lane_run(
+    store: Store, registry: Registry, suite: Suite, lane: _Lane, summary: RunSummary
+) -> int:
+    """The run that ``lane``'s results go into, started with its first result."""
     if lane.run_id is None:
         if not summary.run_ids:
             store.save_metric_defs(registry.metrics.values())
@@ -351,15 +385,40 @@ def _record(
         )
         summary.run_ids.append(lane.run_id)
         summary.run_id = summary.run_id or lane.run_id
-    if cell.reference:
-        references[comparable(cell)] = result
-    ratios = derive.relative_values(result, references.get(comparable(cell)))
-    result = replace(result, values=(*result.values, *ratios))
-    try:
-        store.record(lane.run_id, result, claim=event.claim)
-    except ClaimLost as exc:
-        print(f"warning: {cell.label}: {exc}", file=sys.stderr)
-        return None
-    if result.status == "ok" and result.reason:
-        print(f"warning: {cell.label}: {result.reason}", file=sys.stderr)
-    return result
+    return lane.run_id
+
+
+def _run_searches(
+    store: Store,
+    registry: Registry,
+    suite: Suite,
+    executor: Executor,
+    claimer: _Claimer,
+    summary: RunSummary,
+    on_result: Callable[[CellResult, int, int], None] | None,
+) -> None:
+    """The suite's out-of-memory boundary searches (``harness.boundary``), one after the
+    other; every probe is a real cell run on a seat and recorded, then the outcome."""
+    total = summary.total
+
+    def recorded(run_id: int, result: CellResult) -> CellResult:
+        store.record(run_id, result)
+        if on_result:
+            on_result(result, total, total)
+        return result
+
+    def prober(run_id: int, seat: Seat) -> Callable[[Cell], CellResult]:
+        return lambda cell: recorded(run_id, seat.run(cell))
+
+    for job in boundary.jobs(suite):
+        seat = executor.seat(job.base.device)
+        try:
+            lane = claimer.lane(seat.machine())
+            if not claimer.rerun and store.done_keys(lane.machine_id, [job.key]):
+                continue
+            run_id = _lane_run(store, registry, suite, lane, summary)
+            result = boundary.search(job, registry, prober(run_id, seat))
+            recorded(run_id, result)
+            summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
+        finally:
+            executor.release(seat)

@@ -65,6 +65,7 @@ __all__ = [
     "matrix_size",
     "resolve_devices",
     "suite_from_data",
+    "without_preflight",
 ]
 
 
@@ -172,3 +173,14 @@ def _cells(
     if len(cells) > max_cells:
         raise TooManyCells(path, size, max_cells, exact=False, spec=spec)
     return cells
+
+
+def without_preflight(suite: Suite) -> Suite:
+    """``suite`` with pre-flight turned off in every cell's policy (``--no-preflight``); the
+    cell keys stay the same (pre-flight does not change a measurement)."""
+    from dataclasses import replace
+
+    cells = tuple(
+        replace(c, policy=c.policy.model_copy(update={"preflight": False})) for c in suite.cells
+    )
+    return replace(suite, cells=cells)

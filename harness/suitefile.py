@@ -48,9 +48,46 @@ class Policy(_Strict):
         "this fraction of its median (e.g. 0.02), or max_repeats is reached",
     )
     max_repeats: int = Field(20, ge=1, description="most measured runs when target_ci is set")
+    memory_limit_gib: float | None = Field(
+        None,
+        gt=0,
+        description="cap on what a cell may allocate, GiB (CPU: RLIMIT_DATA of the worker; "
+        "CUDA: the per-process memory fraction); pre-flight and boundary searches use it",
+    )
+    preflight: bool = Field(
+        True,
+        description="skip a cell before its model loads when its predicted resident memory "
+        "exceeds the device's (bench run --no-preflight turns it off)",
+    )
 
 
 StackItem = str | dict[str, dict[str, Any] | None]
+
+
+class SearchAxis(_Strict):
+    """One out-of-memory boundary search: the largest value of a workload parameter that fits."""
+
+    up_to: int = Field(ge=1, description="largest value tried")
+    at_least: int = Field(1, ge=1, description="smallest value tried")
+    tolerance: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="stop when the largest fitting and the smallest failing values are within "
+        "this fraction of each other (or adjacent)",
+    )
+    max_probes: int = Field(12, ge=1, description="most real runs per search")
+
+
+class Search(_Strict):
+    """Out-of-memory boundary searches per stack (harness/boundary.py, docs/estimate.md)."""
+
+    max_prompt_tokens: SearchAxis | None = Field(
+        None, description="largest prompt_tokens that fits, each other parameter as in the cell"
+    )
+    max_batch_size: SearchAxis | None = Field(
+        None, description="largest batch_size that fits, each other parameter as in the cell"
+    )
 
 
 class SuiteFile(_Strict):
@@ -75,6 +112,11 @@ class SuiteFile(_Strict):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     accuracy: list[str | dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     policy: Policy = Field(default_factory=Policy)
+    search: Search | None = Field(
+        None,
+        description="out-of-memory boundary searches: bisection seeded by the estimate, "
+        "confirmed by real runs (docs/estimate.md)",
+    )
 
     @field_validator("workload")
     @classmethod

@@ -17,6 +17,8 @@ from harness.strict import StrictNumbers
 
 if TYPE_CHECKING:
     from harness.environment import Environment
+    from harness.estimate.arch import Architecture
+    from harness.estimate.effect import Effect, Shape
     from harness.kvcache import KVBuilder, KVStorage
 
 Kind = Literal["inference", "training"]
@@ -198,6 +200,20 @@ class Technique(Generic[ConfigT]):
     def metrics(self, ctx: Context) -> dict[str, float]:
         """Technique-specific metrics after the cell ran (registered metric names)."""
         return {}
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """This technique's analytic effect, for ``bench estimate`` and the prediction
+        stored beside every measurement (``harness.estimate``).
+
+        ``effect`` is the stack's state after the techniques before this one; return it
+        changed with ``dataclasses.replace`` or ``effect.note(text, field=value)`` (weight
+        and KV storage formats, KV heads, eviction budget, offloaded share, tokens per
+        decode step, optimizer state bytes, ...), ``effect.cannot(quantity, reason)`` for
+        what cannot be predicted. Must not import torch or load anything: it runs in
+        milliseconds before the model loads. The default returns None: "no estimate", and
+        the stack then gets no numbers at all rather than numbers that leave it out.
+        """
+        return None
 
     @classmethod
     def validate_model(cls, config: Mapping[str, Any], model_config: Mapping[str, Any]) -> None:

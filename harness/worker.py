@@ -20,6 +20,7 @@ from functools import cache
 from multiprocessing.connection import Connection
 from typing import Any
 
+from harness import memlimit
 from harness.cell import Memo, cell_result, measure
 from harness.environment import Environment
 from harness.errors import BenchError, Skip
@@ -74,6 +75,7 @@ class Worker:
         self.probes = [cls(device) for cls in self.registry.probes.values()]
         self.memo = Memo()
         self._loaded: dict[ModelSpec, LoadedModel] = {}
+        self._base_bytes = memlimit.data_bytes()  # before any model: what a cap adds to
 
     def load(self, spec: ModelSpec, *, fresh: bool = False) -> LoadedModel:
         """The model of ``spec``; a fresh copy when the stack will change its weights."""
@@ -116,7 +118,9 @@ class Worker:
         reason = None
         values: tuple[Value, ...] = ()
         observed: dict[str, Any] = {}  # the fingerprint's part that only this worker sees
+        limit = cell.policy.memory_limit_gib
         try:
+            memlimit.apply(self.device, limit * memlimit.GiB if limit else None, self._base_bytes)
             values, reason = measure(cell, self, observed)
         except Skip as exc:
             status, reason = "skipped", exc.reason

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from harness import Config, Technique, hookimpl
 from harness.environment import package_versions
+from harness.estimate import Architecture, Effect, Shape
 from harness.workloads.train import trainable
 from plugins.optim import OptimizerTechnique
 
@@ -29,6 +30,21 @@ class Adam8bit(OptimizerTechnique[Adam8bitConfig]):
     name = "adam-8bit"
     Config = Adam8bitConfig
     module = "bitsandbytes"
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Per trainable tensor of n ≥ ``min_8bit_size`` elements two uint8 moments with an
+        fp32 absmax per 256 values, 2·(n + 4·⌈n/256⌉) bytes, plus the two 256-entry fp32
+        code tables all tensors share (2048 bytes); smaller tensors keep fp32 moments, 8·n.
+        ``step`` is a Python int."""
+        sizes = [lin.numel for lin in arch.linears()]
+        if arch.tie_word_embeddings:
+            sizes.pop()  # the head is the embedding
+        sizes += [arch.embedding_params]
+        sizes += [arch.hidden_size] * (2 * arch.num_layers + 1)  # norms
+        small = self.config.min_8bit_size
+        state = sum(2.0 * (n + 4 * -(-n // 256)) if n >= small else 8.0 * n for n in sizes)
+        state += 2048.0 if any(n >= small for n in sizes) else 0.0
+        return effect.note("adam-8bit: block-wise 8-bit moments", optimizer_state_bytes=state)
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import bitsandbytes as bnb

@@ -16,7 +16,13 @@ from pydantic import Field
 
 from harness import Config, Technique, hookimpl
 from harness.environment import package_versions
-from plugins.optim import OptimizerTechnique, projected_groups
+from harness.estimate import Architecture, Effect, Shape
+from plugins.optim import (
+    OptimizerTechnique,
+    adamw_rest_bytes,
+    projected_groups,
+    projected_linears,
+)
 
 
 class ApolloConfig(Config):
@@ -38,6 +44,27 @@ class Apollo(OptimizerTechnique[ApolloConfig]):
     Config = ApolloConfig
     module = "apollo_torch"
     scale_type: ClassVar[str] = "channel"
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Per projected m×n matrix (apollo-torch's ``GradientProjector``, ``std``): the
+        random r×min(m, n) projection, the moments of the r×max(m, n) projected gradient
+        and a scalar norm, 4·(2·r·max(m, n) + r·min(m, n) + 1) bytes; AdamW's 8 bytes per
+        other parameter."""
+        c = self.config
+        low = projected_linears(arch, c.targets)
+        state = sum(
+            4.0
+            * (
+                2 * c.rank * max(lin.in_features, lin.out_features)
+                + c.rank * min(lin.in_features, lin.out_features)
+                + 1
+            )
+            for lin in low
+        )
+        return effect.note(
+            f"{self.name}: rank {c.rank} projected moments for {len(low)} matrices",
+            optimizer_state_bytes=state + adamw_rest_bytes(arch, low),
+        )
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import apollo_torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from harness import Technique, hookimpl
+from harness.estimate import Architecture, Effect, Shape
 
 
 class Baseline(Technique):
@@ -11,6 +12,10 @@ class Baseline(Technique):
     name = "baseline"
     kind = frozenset({"inference", "training"})
     default_reference = True  # a suite without 'reference:' compares with this stack
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Changes nothing: the plain model."""
+        return effect
 
 
 @hookimpl

@@ -10,6 +10,7 @@ about one extra forward per step.
 from __future__ import annotations
 
 from harness import Context, Prepared, Skip, Technique, hookimpl
+from harness.estimate import Architecture, Effect, Shape
 
 
 class ActivationCheckpointing(Technique):
@@ -30,6 +31,13 @@ class ActivationCheckpointing(Technique):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
             prepared.cleanup.append(model.gradient_checkpointing_disable)
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Only each layer's input is kept for backward; one more forward per step."""
+        return effect.note(
+            "activation-checkpointing: layer inputs kept, one layer recomputed at a time",
+            activation_checkpointing=True,
+        )
 
 
 @hookimpl

@@ -24,7 +24,13 @@ from pydantic import Field
 
 from harness import Config, Environment, Skip, Technique, hookimpl
 from harness.environment import package_versions
-from plugins.optim import OptimizerTechnique, projected_groups
+from harness.estimate import Architecture, Effect, Shape
+from plugins.optim import (
+    OptimizerTechnique,
+    adamw_rest_bytes,
+    projected_groups,
+    projected_linears,
+)
 
 
 class GaLoreConfig(Config):
@@ -48,6 +54,26 @@ class GaLore(OptimizerTechnique[GaLoreConfig]):
         super().check(env)
         if self.config.optimizer == "adamw8bit" and env.device_kind != "cuda":
             raise Skip("galore's 8-bit AdamW needs bitsandbytes' CUDA kernels; run on a GPU")
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Per projected m×n matrix 4·(2·r·max(m, n) + min(m, n)²) bytes (module docstring);
+        AdamW's 8 bytes per other parameter. The adafactor and 8-bit bases: not modelled."""
+        c = self.config
+        if c.optimizer != "adamw":
+            return effect.cannot("memory", f"galore: the {c.optimizer} base is not modelled")
+        low = projected_linears(arch, c.targets)
+        state = sum(
+            4.0
+            * (
+                2 * c.rank * max(lin.in_features, lin.out_features)
+                + min(lin.in_features, lin.out_features) ** 2
+            )
+            for lin in low
+        )
+        return effect.note(
+            f"galore: rank {c.rank} moments for {len(low)} matrices",
+            optimizer_state_bytes=state + adamw_rest_bytes(arch, low),
+        )
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import galore_torch

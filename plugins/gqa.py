@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from harness import BenchError, Config, Context, MetricDef, Prepared, Technique, hookimpl
+from harness.estimate import Architecture, Effect, Shape
 
 
 class GQAConfig(Config):
@@ -95,6 +96,20 @@ class GQA(Technique[GQAConfig]):
                 module.num_key_value_heads = want
         target.num_key_value_heads = want
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """``kv_heads`` key/value heads: the k/v projections and the KV cache scale by
+        kv_heads / kv_heads before (REFERENCE eq. 2)."""
+        before = effect.kv_heads or arch.num_kv_heads
+        want = self.config.kv_heads
+        try:
+            self.validate_model(
+                self.config.model_dump(),
+                {"num_attention_heads": arch.num_heads, "num_key_value_heads": before},
+            )
+        except BenchError as exc:
+            return effect.cannot("memory", str(exc))
+        return effect.note(f"gqa: {before} -> {want} key/value heads", kv_heads=want)
 
     def metrics(self, ctx: Context) -> dict[str, float]:
         return {

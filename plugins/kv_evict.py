@@ -35,8 +35,15 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from harness import Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
+from harness.estimate import Architecture, Effect, Shape
 from harness.kvcache import KVCodec
-from plugins.kv_policies import EvictingCache, H2OLayer, SnapKVLayer, StreamingLayer
+from plugins.kv_policies import (
+    QUERY_CHUNK,
+    EvictingCache,
+    H2OLayer,
+    SnapKVLayer,
+    StreamingLayer,
+)
 
 _WRAPPED = ("sdpa", "eager")
 
@@ -122,6 +129,39 @@ class KVEvict(Technique[KVEvictConfig]):
 
         prepared.cleanup.append(undo)
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """At most the budget's tokens per head after each step (SnapKV: the budget bounds
+        the prompt, generated tokens are appended); H2O scores every query at prefill and
+        each decode step and keeps an fp32 score per kept key; SnapKV scores the window."""
+        c = self.config
+        budget = c.budget_tokens or int((c.budget_ratio or 0.0) * workload.prompt_tokens)
+        reserved = {"streaming": c.sink_tokens, "h2o": c.recent_tokens or budget // 2}
+        reserved["snapkv"] = c.window
+        if budget <= reserved[c.policy]:
+            return effect.cannot(
+                "memory",
+                f"kv-evict: budget {budget} is not above the "
+                f"{reserved[c.policy]} reserved tokens: the cell is skipped",
+            )
+        text = f"kv-evict: {c.policy}, {budget} tokens kept per head"
+        if c.policy == "streaming":
+            return effect.note(text, kv_budget_tokens=budget)
+        if c.policy == "h2o":
+            return effect.note(
+                text,
+                kv_budget_tokens=budget,
+                score_rows=workload.prompt_tokens,
+                score_chunk=QUERY_CHUNK,
+                score_decode=True,
+                kv_state_bytes_per_token=4.0,
+            )
+        return effect.note(
+            text + " (prompt part)",
+            kv_budget_tokens=budget,
+            kv_budget_prompt_only=True,
+            score_rows=min(c.window, workload.prompt_tokens),
+        )
 
     def budget(self, ctx: Context) -> int:
         """``budget_tokens``, or ⌊``budget_ratio`` × prompt_tokens⌋."""

@@ -33,7 +33,13 @@ from pydantic import Field, model_validator
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
 from harness.environment import package_versions
+from harness.estimate import Architecture, Effect, QuantizedKV, Shape
+from harness.estimate.arch import DTYPE_BYTES
 from harness.kvcache import KVKind
+
+#: transformers' ``QuantizedCache`` defaults for the integer back-ends.
+DEFAULT_GROUP_SIZE = 64
+DEFAULT_RESIDUAL = 128
 
 #: Import name of each back-end's library (None: plain torch).
 _LIBRARIES = {"quanto": "optimum.quanto", "hqq": "hqq", "fp8": None}
@@ -111,6 +117,25 @@ class KVQuant(Technique[KVQuantConfig]):
             )
         prepared.set_cache_storage(QuantizedStorage(self.config, config), self.name)
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Codes of ``bits`` with a scale and a zero point (model dtype) per group of
+        ``group_size`` values and a full-precision residual (int back-ends); fp8: one byte
+        per value and one fp32 scale per layer tensor, no residual."""
+        c = self.config
+        if c.backend == "fp8":
+            stored = QuantizedKV("fp8 e4m3, one scale per tensor", 8, None, 0, tensor_bytes=4)
+        else:
+            group = c.group_size or DEFAULT_GROUP_SIZE
+            residual = c.residual_length or DEFAULT_RESIDUAL
+            stored = QuantizedKV(
+                f"{c.backend} int{c.bits}, groups of {group}, last {residual} tokens in full",
+                c.bits,
+                group,
+                2 * DTYPE_BYTES[effect.dtype],
+                residual_tokens=residual,
+            )
+        return effect.note(f"kv-quant: {stored.label}", kv=stored)
 
 
 class QuantizedStorage:

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Technique, hookimpl
 from harness.environment import package_versions
+from harness.estimate import Architecture, Effect, QuantizedWeights, Shape
 from plugins.optim import TRAIN_EXTRA
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -57,6 +58,19 @@ class Lora(Technique[LoraConfig]):
         prepared.model = add_adapters(prepared.model, self.config)
         return prepared
 
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """A (r × in) and B (out × r) fp32 adapters beside each target linear layer are the
+        only trainable parameters; AdamW holds 2 × their bytes and a step per tensor."""
+        c = self.config
+        targets = [lin for lin in arch.linears() if lin.name.rsplit(".", 1)[-1] in c.targets]
+        adapters = sum(c.rank * (lin.in_features + lin.out_features) for lin in targets)
+        return effect.note(
+            f"{self.name}: rank {c.rank} adapters on {len(targets)} layers, base frozen",
+            trainable_params=0.0,
+            adapter_params=float(adapters),
+            optimizer_state_bytes=8.0 * adapters + 4.0 * 2 * len(targets),
+        )
+
 
 class Qlora(Lora):
     """LoRA adapters on a 4-bit NF4 (bitsandbytes) base model."""
@@ -74,6 +88,13 @@ class Qlora(Lora):
         for p in prepared.model.parameters():
             p.requires_grad_(False)
         return super().prepare(prepared, ctx)
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """LoRA's adapters over a bitsandbytes NF4 base (blocks of 64, fp32 absmax, a
+        16-entry code table per layer; the output head kept)."""
+        base = QuantizedWeights("bitsandbytes nf4, groups of 64", 4, 64, 4, 64, skip=("lm_head",))
+        out = super().estimate(effect.note("qlora: NF4 base", weights=base), arch, workload)
+        return out
 
 
 @hookimpl

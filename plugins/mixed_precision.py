@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.estimate import Architecture, Effect, Shape
 from plugins.precision import DTYPES
 
 
@@ -33,6 +34,11 @@ class MixedPrecision(Technique[MixedPrecisionConfig]):
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
         prepared.autocast_dtype = DTYPES[self.config.dtype]
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Forward and saved activations in the autocast dtype; weights stay fp32."""
+        dtype = DTYPES[self.config.dtype]
+        return effect.note(f"mixed-precision: autocast to {dtype}", autocast_dtype=dtype)
 
 
 @hookimpl

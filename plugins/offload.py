@@ -33,6 +33,7 @@ from harness import (
     Technique,
     hookimpl,
 )
+from harness.estimate import Architecture, Effect, Shape
 from harness.footprint import module_bytes, tensor_bytes
 
 
@@ -86,6 +87,23 @@ class Offload(Technique[OffloadConfig]):
 
             prepared.set_cache(build, self.name)
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """``weights`` of the weight bytes in host memory, streamed over the host link in
+        every forward pass (accelerate places whole blocks: the real share is close to it);
+        the KV cache in host memory, every layer read over the link at each step."""
+        if effect.device_kind != "cuda":
+            return effect.cannot(
+                "memory", "offload moves weights from an accelerator: on a CPU it is skipped"
+            )
+        c = self.config
+        parts = [f"{c.weights:.0%} of the weights"] if c.weights else []
+        parts += ["the KV cache"] if c.kv_cache else []
+        return effect.note(
+            f"offload: {' and '.join(parts)} in host memory, streamed each forward pass",
+            offload_weights=c.weights,
+            offload_kv=c.kv_cache,
+        )
 
     def metrics(self, ctx: Context) -> dict[str, float]:
         """Bytes held in CPU memory instead of the accelerator.

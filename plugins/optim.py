@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 from harness import Context, Environment, Prepared, Technique
+from harness.estimate import Architecture, Linear
 from harness.technique import ConfigT
 from harness.workloads.train import train_params, trainable
 
@@ -88,3 +89,16 @@ def projected_groups(model: Any, c: Projection, **options: Any) -> list[dict[str
         "proj_type": "std",
     }
     return [{"params": rest}, {"params": low, **projection, **options}]
+
+
+def projected_linears(arch: Architecture, targets: Sequence[str]) -> list[Linear]:
+    """The linear layers of ``arch`` whose qualified name holds a target (as
+    ``projected_params`` selects them from a loaded model)."""
+    return [lin for lin in arch.linears() if any(t in lin.name for t in targets)]
+
+
+def adamw_rest_bytes(arch: Architecture, projected: Sequence[Linear]) -> float:
+    """AdamW's two fp32 moments for every parameter outside ``projected``: 8 bytes each
+    (the projection optimizers keep ``step`` as a Python int: no tensor)."""
+    low = sum(lin.numel for lin in projected)
+    return 8.0 * (arch.n_params - low)

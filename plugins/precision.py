@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness.estimate import Architecture, Effect, Shape
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # config -> torch dtype
 
@@ -39,6 +40,11 @@ class Precision(Technique[PrecisionConfig]):
         dtype = getattr(torch, DTYPES[self.config.dtype])
         prepared.model.to(dtype)
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Weights, activations and KV cache in the chosen dtype."""
+        dtype = DTYPES[self.config.dtype]
+        return effect.note(f"precision: everything in {dtype}", dtype=dtype)
 
 
 @hookimpl

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from harness.errors import BenchError
+from harness.estimate import QuantizedWeights
 
 Backend = Literal["bitsandbytes", "torchao", "optimum-quanto", "hqq"]
 Format = Literal["auto", "int", "nf4", "fp4"]
@@ -141,6 +142,54 @@ def resolve(
             return backend, ""
         reasons.append(f"{backend}: {reason}")
     return None, "no weight-quantization back-end runs here (" + "; ".join(reasons) + ")"
+
+
+# ---------------------------------------------------------------------------- estimate
+
+
+def storage(
+    backend: Backend,
+    bits: int,
+    fmt: Format,
+    group_size: int | None,
+    skip: Sequence[str],
+    dtype_bytes: int,
+) -> QuantizedWeights:
+    """How ``backend`` stores a quantized linear layer, for ``Technique.estimate``.
+
+    Measured on this project's CPU machine (``module_bytes`` of one quantized layer,
+    N = in × out weights, ``out`` rows, s = bytes of the model's dtype, groups of g):
+
+    - bitsandbytes 8: N + 4·out (int8 codes, fp32 row absmax ``SCB``);
+      4 (NF4/FP4): N/2 + 4·N/g + 64 (fp32 absmax per block, a 16-entry fp32 code table);
+    - torchao 8: N + 5 per row or group (scale, int8 zero point); int4 (CUDA): N/2 + 4 per
+      group (bf16 scale and zero), the model cast to bf16;
+    - optimum-quanto 8: N + s·out + 8; 4 and 2: N·bits/8 + 2·s per group (scale, shift) + 8;
+    - hqq 8: N + 2·s per row; 4 and 2: N·bits/8 + 2·s per group (scale, zero);
+      3: 10 codes per int32 word along the groups, 4·g·⌈N/(10·g)⌉, + 2·s per group.
+    """
+    if fmt == "auto":
+        fmt = "nf4" if backend == "bitsandbytes" and bits == 4 else "int"
+    group = group_size if group_size is not None or bits == 8 else DEFAULT_GROUP_SIZE
+    where = f"groups of {group}" if group else "one scale per row"
+    name = fmt if fmt in ("nf4", "fp4") else f"int{bits}"
+    label = f"{backend} {name}, {where}"
+    s = dtype_bytes
+    skip = tuple(skip)
+    if backend == "bitsandbytes":
+        if bits == 8:
+            return QuantizedWeights(label, 8, None, 4, skip=skip)
+        return QuantizedWeights(label, 4, group, 4, layer_bytes=64, skip=skip)
+    if backend == "torchao":
+        if bits == 8:
+            return QuantizedWeights(label, 8, group, 5, skip=skip)
+        return QuantizedWeights(label, 4, group or DEFAULT_GROUP_SIZE, 4, skip=skip)
+    if backend == "optimum-quanto":
+        if bits == 8:
+            return QuantizedWeights(label, 8, None, s, layer_bytes=8, skip=skip)
+        return QuantizedWeights(label, bits, group, 2 * s, layer_bytes=8, skip=skip)
+    pack = 10 if bits == 3 else None
+    return QuantizedWeights(label, bits, group, 2 * s, pack=pack, skip=skip)
 
 
 # ---------------------------------------------------------------------------- targets

@@ -23,12 +23,13 @@ accepted = E − P (every pass emits its accepted drafts plus one token of its o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness import Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
+from harness import BenchError, Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
+from harness.estimate import Architecture, Effect, Shape
 from harness.footprint import module_bytes
 
 
@@ -136,6 +137,46 @@ class Speculative(Technique[SpeculativeConfig]):
         ctx.state["counter"] = counter
         _install_counter(model, counter, prepared)
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """A target pass verifies ``num_draft_tokens`` + 1 tokens and emits, for an
+        acceptance rate α, (1 − α^(γ+1)) / (1 − α) of them (Leviathan et al. 2023; γ + 1
+        at α = 1). α is known only after a run: without ``workload.acceptance_rate`` the
+        decode time is unknown. A draft model adds its weights and KV cache and runs once
+        per drafted token; layer-skip runs the first ``exit_layer`` layers per drafted token.
+        """
+        c = self.config
+        if workload.kind != "generate" or workload.batch_size > 1:
+            return effect.cannot(
+                "memory", "speculative decoding runs generation at batch size 1 only"
+            )
+        gamma = c.num_draft_tokens
+        alpha = workload.acceptance_rate
+        out = effect.note(f"speculative: {c.method}, {gamma} drafted tokens per target pass")
+        if alpha is None:
+            out = out.cannot(
+                "decode",
+                "speculative: tokens per target pass depend on the acceptance rate, "
+                "known only after a run (bench estimate --acceptance-rate)",
+            )
+            per_step = None
+        else:
+            per_step = gamma + 1.0 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+        out = replace(out, draft_tokens=gamma, tokens_per_step=per_step)
+        if c.method == "layer-skip":
+            return replace(out, draft_layers=min(c.exit_layer, arch.num_layers))
+        if c.method == "draft":
+            from harness.estimate import load_architecture
+            from harness.estimate.memory import kv_cache, weights
+
+            try:
+                draft = load_architecture(c.draft_model or "")
+            except BenchError as exc:
+                return out.cannot("memory", f"speculative: draft model: {exc}")
+            plain = replace(effect, weights=None, kv=None, kv_budget_tokens=None)
+            held = weights(draft, plain)[0] + kv_cache(draft, workload, plain)
+            return replace(out, draft=draft, extra_weights_bytes=effect.extra_weights_bytes + held)
+        return out
 
     def metrics(self, ctx: Context) -> dict[str, float]:
         out = ctx.state["counter"].metrics() if "counter" in ctx.state else {}

@@ -27,6 +27,8 @@ from harness import (
     hookimpl,
 )
 from harness.environment import package_versions
+from harness.estimate import Architecture, Effect, Shape
+from harness.estimate.arch import DTYPE_BYTES
 from harness.footprint import component_bytes
 from plugins import quant_backends as qb
 
@@ -105,6 +107,23 @@ class WeightQuant(Technique[WeightQuantConfig]):
             )
         ctx.state["model"] = model
         return prepared
+
+    def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
+        """Codes and scales of the back-end this config runs with on the estimate's device
+        (``quant_backends.storage``); torchao's int4 casts the model to bf16 first."""
+        c = self.config
+        backend: qb.Backend | None = None if c.backend == "auto" else c.backend
+        if backend is None:
+            backend, reason = qb.resolve(
+                c.bits, c.format, c.group_size, effect.device_kind, Environment.has
+            )
+            if backend is None:
+                return effect.cannot("memory", f"weight-quant: {reason}")
+        dtype = "bfloat16" if backend == "torchao" and c.bits == 4 else effect.dtype
+        stored = qb.storage(
+            backend, c.bits, c.format, c.group_size, c.skip_modules, DTYPE_BYTES[dtype]
+        )
+        return effect.note(f"weight-quant: {stored.label}", weights=stored, dtype=dtype)
 
     def metrics(self, ctx: Context) -> dict[str, float]:
         """Component bytes of the quantized model and the effective bits per linear weight.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from harness.cli import bundle, compare, info, measure, newplugin, results
+from harness.cli import bundle, compare, estimate, info, measure, newplugin, results
 from harness.cli.app import cli, main
 
-for _module in (measure, results, compare, info, bundle, newplugin):
+for _module in (measure, results, compare, estimate, info, bundle, newplugin):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -134,12 +134,46 @@ def _shown(value: Any) -> str:
 
 
 @click.command()
-def doctor() -> None:
+@click.option(
+    "--bandwidth",
+    is_flag=True,
+    help="measure memory bandwidth and matmul peaks; stored for this machine's roofline",
+)
+@click.option("--device", default="cpu", show_default=True, help="device for --bandwidth")
+def doctor(bandwidth: bool, device: str) -> None:
     """Show what this machine can measure: devices, probes (and why one cannot), libraries."""
     from harness.doctor import diagnose, render
     from harness.report import console
 
     render(diagnose(load_registry()), console)
+    if bandwidth:
+        from harness.estimate import probe
+
+        console.print(f"\nMeasuring {device} (a few seconds) ...", markup=False)
+        result = probe.measure(device)
+        path = probe.store(result)
+        peaks = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in result.peak_flops.items())
+        console.print(
+            f"Roofline   {device}: bandwidth {result.bandwidth_bytes_s / 1e9:.1f} GB/s; {peaks}"
+            f"\n           stored in {path}; bench estimate and every run's prediction use it",
+            markup=False,
+        )
+        return
+    from harness.estimate.probe import measured
+
+    found = measured("cpu")
+    if found is None:
+        console.print(
+            "Roofline   cpu: not measured; 'bench doctor --bandwidth' measures this machine's "
+            "bandwidth and peaks for the estimate",
+            markup=False,
+        )
+    else:
+        console.print(
+            f"Roofline   cpu: bandwidth {found.bandwidth_bytes_s / 1e9:.1f} GB/s, measured "
+            f"{found.when} ('bench doctor --bandwidth' measures again)",
+            markup=False,
+        )
 
 
 @click.command()

@@ -83,6 +83,11 @@ def load_checked(suite: Path, db: str | None, max_cells: int | None) -> tuple[An
     show_default=True,
     help="seconds a claimed cell stays claimed without a heartbeat (concurrent runners)",
 )
+@click.option(
+    "--no-preflight",
+    is_flag=True,
+    help="run cells the estimate predicts will not fit (and those it skipped before)",
+)
 def run(
     suite: Path,
     db: str | None,
@@ -92,6 +97,7 @@ def run(
     executor: str,
     address: str | None,
     lease_s: float,
+    no_preflight: bool,
 ) -> None:
     """Measure every cell of SUITE; resume where an interrupted run stopped.
 
@@ -102,9 +108,11 @@ def run(
     from harness import report
     from harness.executors import make_executor
     from harness.runner import run_suite
-    from harness.suite import MAX_CELLS, load_suite
+    from harness.suite import MAX_CELLS, load_suite, without_preflight
 
     registry, spec, guess = load_checked(suite, db, max_cells)
+    if no_preflight:
+        spec = without_preflight(spec)
     if dry_run:
         report.print_matrix(spec)
         click.echo(f"{len(spec.cells)} cells, {guess}.")
@@ -114,6 +122,8 @@ def run(
         devices = where.devices()
         if devices is not None:  # expanded against the cluster's devices
             spec = load_suite(suite, registry, devices=devices, max_cells=max_cells or MAX_CELLS)
+            if no_preflight:
+                spec = without_preflight(spec)
         store = open_store(db)
     except BaseException:
         where.close()

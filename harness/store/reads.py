@@ -45,6 +45,34 @@ def done_keys(connection: Connection, machine_id: int, keys: Collection[str]) ->
     return done
 
 
+def skipped_keys(
+    connection: Connection, machine_id: int, keys: Collection[str], reason_prefix: str
+) -> set[str]:
+    """The keys among ``keys`` skipped on the machine with a reason starting with
+    ``reason_prefix``, and never ``ok`` there."""
+    wanted = sorted(set(keys))
+    found: set[str] = set()
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        on_machine = (Run.machine_id == machine_id, Cell.key.in_(chunk))
+        skipped = set(
+            connection.scalars(
+                select(Cell.key)
+                .join(Run, Cell.run_id == Run.id)
+                .where(*on_machine, Cell.status == "skipped", Cell.reason.startswith(reason_prefix))
+            )
+        )
+        ok = set(
+            connection.scalars(
+                select(Cell.key)
+                .join(Run, Cell.run_id == Run.id)
+                .where(*on_machine, Cell.status == "ok")
+            )
+        )
+        found |= skipped - ok
+    return found
+
+
 def metric_defs(connection: Connection) -> dict[str, MetricDef]:
     """All stored metric definitions by name, sorted by name."""
     rows = connection.execute(select(MetricDefRow.__table__).order_by(MetricDefRow.name))

@@ -391,6 +391,12 @@ class Store:
         with self._read() as connection:
             return reads.cell_durations(connection)
 
+    def skipped_keys(self, machine_id: int, keys: Collection[str], reason_prefix: str) -> set[str]:
+        """The keys among ``keys`` skipped on this machine for a reason starting with
+        ``reason_prefix`` (e.g. pre-flight's ``predicted OOM:``) and never ``ok`` there."""
+        with self._read() as connection:
+            return reads.skipped_keys(connection, machine_id, keys, reason_prefix)
+
     def metric_defs(self) -> dict[str, MetricDef]:
         """All stored metric definitions by name, sorted by name."""
         with self._read() as connection:
