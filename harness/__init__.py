@@ -9,10 +9,11 @@ from harness.environment import Environment, package_versions
 from harness.errors import BenchError, ModelError, PluginError, Skip, StoreError, SuiteError
 from harness.markers import hookimpl
 from harness.results import CellResult, Measurement, MetricDef, Value
-from harness.technique import Config, Context, Prepared, Technique
+from harness.technique import Applied, Config, Context, Prepared, Technique
 from harness.workloads import Workload, WorkloadContext
 
 __all__ = [
+    "Applied",
     "BenchError",
     "CellResult",
     "Config",

@@ -25,6 +25,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness.metrics",
     "plugins.baseline",
     "plugins.precision",
+    "plugins.optim",
     "plugins.adam8bit",
     "plugins.apollo",
     "plugins.checkpointing",

@@ -4,9 +4,10 @@ The runner never imports a model. It skips cells that already have an ``ok`` or
 ``skipped`` result on this machine (resume), hands the rest to one worker process per
 (model, device), and writes each result in one transaction. A cell that times out or kills
 its worker is recorded as such and the worker is restarted: a failed cell never stops the
-suite. Each ``ok`` cell also gets the ratios of ``harness.derive.relative_values`` against the
+suite. Each ``ok`` cell also gets what ``harness.derive.relative_values`` compares against the
 cell of the suite's reference stack with the same model, device and workload measured in
-the same run (reference cells run first in their group).
+the same run (reference cells run first in their group): ratios, per-sample flips and
+agreement, and the verdict of the suite's quality gates.
 """
 
 from __future__ import annotations
@@ -174,7 +175,12 @@ def run_suite(
             result = handle.run(cell)
             if cell.reference:
                 references[comparable(cell)] = result
-            ratios = derive.relative_values(result, references.get(comparable(cell)))
+            ratios = derive.relative_values(
+                result,
+                references.get(comparable(cell)),
+                defs=registry.metrics,
+                gated=cell.gates,
+            )
             result = replace(result, values=(*result.values, *ratios))
             store.record(run_id, result)
             if result.status == "ok" and result.reason:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -47,6 +47,33 @@ class Policy(_Strict):
 StackItem = str | dict[str, dict[str, Any] | None]
 
 
+class GateRule(_Strict):
+    """Bounds of one metric against the reference stack (``harness.gates``); one or more."""
+
+    max_ratio: float | None = Field(None, gt=0, description="value / reference ≤ this")
+    min_ratio: float | None = Field(None, ge=0, description="value / reference ≥ this")
+    min_recovery: float | None = Field(
+        None, ge=0, description="value / reference ≥ this: the share of the reference kept"
+    )
+    max_delta: float | None = Field(None, description="value − reference ≤ this")
+    min_delta: float | None = Field(None, description="value − reference ≥ this")
+    max: float | None = Field(None, description="value ≤ this (no reference needed)")
+    min: float | None = Field(None, description="value ≥ this (no reference needed)")
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> GateRule:
+        if not self.rules():
+            raise ValueError(
+                "a gate needs at least one rule: max_ratio, min_ratio, min_recovery, "
+                "max_delta, min_delta, max or min"
+            )
+        return self
+
+    def rules(self) -> tuple[tuple[str, float], ...]:
+        """The rules that are set, as (rule name, bound), in field order."""
+        return tuple((k, float(v)) for k, v in self.model_dump().items() if v is not None)
+
+
 class SuiteFile(_Strict):
     """The YAML suite format (see docs/suites.md). Lists in parameters expand a matrix."""
 
@@ -69,6 +96,11 @@ class SuiteFile(_Strict):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     accuracy: list[str | dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     policy: Policy = Field(default_factory=Policy)
+    gates: dict[str, GateRule] = Field(
+        default_factory=dict,
+        description="quality gates per registered metric, judged against the reference "
+        "stack (e.g. accuracy.perplexity: {max_ratio: 1.05}); stored as gate.passed",
+    )
 
     @field_validator("workload")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from harness import Config, Technique, hookimpl
+from harness import Applied, Config, Technique, hookimpl
 from harness.environment import package_versions
 from harness.workloads.train import trainable
 from plugins.optim import OptimizerTechnique
@@ -29,6 +29,32 @@ class Adam8bit(OptimizerTechnique[Adam8bitConfig]):
     name = "adam-8bit"
     Config = Adam8bitConfig
     module = "bitsandbytes"
+
+    def check_state(self, optimizer: Any) -> Applied:
+        """Every parameter of at least ``min_8bit_size`` elements holds uint8 moments
+        (``optim.state_8bit_share``: share of the stepped elements stored in 8 bits)."""
+        import torch
+
+        large = small = eight = 0
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                state = optimizer.state.get(p)
+                if not state:
+                    continue
+                uint8 = any(
+                    isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in state.values()
+                )
+                eight += p.numel() if uint8 else 0
+                if p.numel() >= self.config.min_8bit_size:
+                    large += 1
+                    small += 0 if uint8 else 1
+        stepped = sum(p.numel() for p in optimizer.state)
+        share = eight / stepped if stepped else 0.0
+        found = (
+            f"{large - small} of {large} parameters of ≥ {self.config.min_8bit_size} elements "
+            f"hold uint8 moments ({share:.1%} of the stepped elements)"
+        )
+        return Applied(large > 0 and small == 0, found, {"optim.state_8bit_share": share})
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import bitsandbytes as bnb

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from harness import Config, Technique, hookimpl
+from harness import Applied, Config, Technique, hookimpl
 from harness.environment import package_versions
-from plugins.optim import OptimizerTechnique, projected_groups
+from plugins.optim import OptimizerTechnique, low_rank_check, projected_groups
 
 
 class ApolloConfig(Config):
@@ -38,6 +38,10 @@ class Apollo(OptimizerTechnique[ApolloConfig]):
     Config = ApolloConfig
     module = "apollo_torch"
     scale_type: ClassVar[str] = "channel"
+
+    def check_state(self, optimizer: Any) -> Applied:
+        """The target weights hold rank-``rank`` moments of the random projection."""
+        return low_rank_check(optimizer, self.config.rank)
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import apollo_torch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import Technique, hookimpl
+from harness import Applied, Context, Prepared, Technique, hookimpl
 
 
 class Baseline(Technique):
@@ -11,6 +11,10 @@ class Baseline(Technique):
     name = "baseline"
     kind = frozenset({"inference", "training"})
     default_reference = True  # a suite without 'reference:' compares with this stack
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Nothing to take effect: the model runs as loaded."""
+        return Applied(True, "runs the model as loaded; nothing to check")
 
 
 @hookimpl

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness import Config, Environment, Skip, Technique, hookimpl
+from harness import Applied, Config, Environment, Skip, Technique, hookimpl
 from harness.environment import package_versions
-from plugins.optim import OptimizerTechnique, projected_groups
+from plugins.optim import OptimizerTechnique, low_rank_check, projected_groups
 
 
 class GaLoreConfig(Config):
@@ -48,6 +48,10 @@ class GaLore(OptimizerTechnique[GaLoreConfig]):
         super().check(env)
         if self.config.optimizer == "adamw8bit" and env.device_kind != "cuda":
             raise Skip("galore's 8-bit AdamW needs bitsandbytes' CUDA kernels; run on a GPU")
+
+    def check_state(self, optimizer: Any) -> Applied:
+        """The target weights hold rank-``rank`` projected moments (``low_rank_check``)."""
+        return low_rank_check(optimizer, self.config.rank)
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import galore_torch

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import Applied, Config, Context, Environment, Prepared, Skip, Technique, hookimpl
 from plugins.precision import DTYPES
 
 
@@ -33,6 +33,14 @@ class MixedPrecision(Technique[MixedPrecisionConfig]):
     def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
         prepared.autocast_dtype = DTYPES[self.config.dtype]
         return prepared
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """The stack still asks the training loop for this autocast dtype, and the master
+        weights stayed fp32 (the loop's autocast does the rest)."""
+        want = DTYPES[self.config.dtype]
+        weights = {str(p.dtype).removeprefix("torch.") for p in prepared.model.parameters()}
+        found = f"autocast {prepared.autocast_dtype}, master weights {sorted(weights)}"
+        return Applied(prepared.autocast_dtype == want and weights == {"float32"}, found)
 
 
 @hookimpl

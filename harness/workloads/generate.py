@@ -117,16 +117,54 @@ def eos_token_ids(model: Any) -> list[int]:
     return [int(eos)] if isinstance(eos, int) else [int(i) for i in eos]
 
 
-def suppress_eos(model: Any, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+class EosWatch:
+    """A logits processor that notes, per row and step, whether greedy decoding would have
+    picked end-of-sequence there, before ``SuppressEos`` forbids it.
+
+    The step is read from the sequence length, not counted, so a step that assisted
+    generation scores more than once keeps its last scoring: the one whose prefix was
+    accepted. ``natural_lengths`` turns the notes into each row's natural output length.
+    Used only in the untimed memory run (an argmax per step).
+
+    Args:
+        eos_token_ids: The ids generation would stop at.
+        prompt_tokens: Length of the prompt (step 0 is the first generated token).
+    """
+
+    def __init__(self, eos_token_ids: Sequence[int], prompt_tokens: int) -> None:
+        self._ids = list(eos_token_ids)
+        self._prompt = prompt_tokens
+        self.picked: dict[int, list[bool]] = {}  # step -> per row: argmax is an EOS id
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        picks = scores.argmax(-1).tolist()
+        self.picked[input_ids.shape[1] - self._prompt] = [p in self._ids for p in picks]
+        return scores
+
+    def natural_lengths(self, rows: int, new_tokens: int) -> list[int]:
+        """Per row: tokens generated before the first end-of-sequence pick (``new_tokens``
+        when there is none)."""
+        out = []
+        for r in range(rows):
+            hits = [s for s, picked in self.picked.items() if picked[r] and s < new_tokens]
+            out.append(min(hits) if hits else new_tokens)
+        return out
+
+
+def suppress_eos(
+    model: Any, generate_kwargs: dict[str, Any], watch: EosWatch | None = None
+) -> dict[str, Any]:
     """``logits_processor`` keywords that make greedy decoding run to ``max_new_tokens``:
-    the stack's own processors followed by ``SuppressEos`` (empty without EOS ids)."""
+    the stack's own processors, ``watch`` if given, then ``SuppressEos`` (empty without
+    EOS ids)."""
     eos = eos_token_ids(model)
     if not eos:
         return {}
     from transformers import LogitsProcessorList
 
     extra = generate_kwargs.get("logits_processor") or []
-    return {"logits_processor": LogitsProcessorList([*extra, SuppressEos(eos)])}
+    watching = [watch] if watch is not None else []
+    return {"logits_processor": LogitsProcessorList([*extra, *watching, SuppressEos(eos)])}
 
 
 @functools.lru_cache(maxsize=8)
@@ -178,12 +216,14 @@ class Generate(Workload[GenerateParams]):
         ids = ids.to(ctx.device)
         model = prepared.model
         kwargs = suppress_eos(model, prepared.generate_kwargs)
+        watch = EosWatch(eos_token_ids(model), p.prompt_tokens)
 
-        def once(streamer: _TokenClock | None = None) -> Any:
+        def once(streamer: _TokenClock | None = None, *, watched: bool = False) -> Any:
             args = prepared.generate_args(ids, p.new_tokens, ctx.tokenizer)
+            extra = suppress_eos(model, prepared.generate_kwargs, watch) if watched else kwargs
             with torch.inference_mode():
                 return model.generate(
-                    **{**args, **kwargs}, return_dict_in_generate=True, streamer=streamer
+                    **{**args, **extra}, return_dict_in_generate=True, streamer=streamer
                 )
 
         timing = [pr for pr in ctx.probes if pr.phase == "timing" and pr.unavailable() is None]
@@ -220,7 +260,7 @@ class Generate(Workload[GenerateParams]):
         del out
 
         with window(memory) as memory_values:
-            out = once()
+            out = once(watched=True)
 
         values = _latency_values(ttft, e2e, itl, p)
         values += _stats_values(ttft, e2e, p)
@@ -238,7 +278,29 @@ class Generate(Workload[GenerateParams]):
                 source="cache-object",
             )
         )
+        values += output_values(tokens, watch.natural_lengths(len(tokens), p.new_tokens))
         return Measurement(tuple(values), outputs={"tokens": tokens})
+
+
+def output_values(tokens: Sequence[Sequence[int]], lengths: Sequence[int]) -> list[Value]:
+    """What the generation produced, kept as samples for ``harness.evidence``.
+
+    ``generate.tokens``: the generated ids, row after row (value: their count);
+    ``generate.natural_length_tokens``: per row, the tokens generated before the model first
+    picked end-of-sequence (value: their mean over rows).
+    """
+    flat = tuple(float(t) for row in tokens for t in row)
+    return [
+        Value("generate.tokens", float(len(flat)), "tokens", source="greedy", samples=flat),
+        Value(
+            "generate.natural_length_tokens",
+            sum(lengths) / len(lengths),
+            "tokens",
+            n=len(lengths),
+            source="greedy, end-of-sequence picks",
+            samples=tuple(float(n) for n in lengths),
+        ),
+    ]
 
 
 @contextmanager
@@ -380,6 +442,20 @@ METRICS = [
     MetricDef("throughput.prefill_tok_s", "tok/s", True, "batch × prompt_tokens / ttft"),
     MetricDef("throughput.decode_tok_s", "tok/s", True, "batch × (new − 1) / (e2e − ttft)"),
     MetricDef("memory.kv_cache_bytes", "bytes", False, "bytes held by the KV cache object"),
+    MetricDef(
+        "generate.tokens",
+        "tokens",
+        False,
+        "tokens generated in one run (samples: their ids, row by row, for greedy agreement "
+        "with the reference stack)",
+    ),
+    MetricDef(
+        "generate.natural_length_tokens",
+        "tokens",
+        False,
+        "mean tokens per row before the model's first end-of-sequence pick (new_tokens when "
+        "none; generation itself ignores end-of-sequence); samples: each row's",
+    ),
     MetricDef("stats.tpot_cv", "ratio", False, "coefficient of variation of per-run TPOT"),
     MetricDef("stats.ttft_cv", "ratio", False, "coefficient of variation of per-run TTFT"),
     MetricDef(
