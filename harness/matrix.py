@@ -7,6 +7,7 @@ everything that defines its measurement.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -274,11 +275,12 @@ def _gates(
     gates = []
     for metric, rule in spec.gates.items():
         if metric not in known:
-            close = [m for m in sorted(known) if m.split(".")[0] == metric.split(".")[0]]
+            close = difflib.get_close_matches(metric, sorted(known), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise SuiteError(
-                f"{_where(path, node, ['gates', metric])}: gates: unknown metric '{metric}'. "
-                f"Gates bound registered metrics{': ' + ', '.join(close[:12]) if close else ''}"
-                ". Run 'bench plugins' (it lists every metric) or see docs/metrics.md."
+                f"{_where(path, node, ['gates', metric])}: gates: unknown metric '{metric}'."
+                f"{hint} Gates bound registered metrics: run 'bench plugins' (it lists every "
+                "metric) or see docs/metrics.md."
             )
         gates.append(Gate(metric, rule.rules()))
     return tuple(gates)

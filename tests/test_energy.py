@@ -84,17 +84,28 @@ def test_energy_values_gross_net_and_power_exact() -> None:
     values = {v.name: v for v in energy_values(windows, idle, 4, "scripted")}
 
     # per run: 12/3 = 4, 10/2 = 5, 8/1 = 8 → median 5
-    assert values["energy.total_j"] == Value("energy.total_j", 5.0, "J", 4.0, 8.0, 3, "scripted")
+    assert values["energy.total_j"] == Value(
+        "energy.total_j", 5.0, "J", 4.0, 8.0, 3, "scripted", samples=(4.0, 5.0, 8.0)
+    )
     # per token: 4/4, 5/4, 8/4
     assert values["energy.j_per_token"] == Value(
-        "energy.j_per_token", 1.25, "J/token", 1.0, 2.0, 3, "scripted"
+        "energy.j_per_token", 1.25, "J/token", 1.0, 2.0, 3, "scripted", samples=(1.0, 1.25, 2.0)
     )
     # net per token: (12 − 1.5·2)/12 = 0.75, (10 − 1.5·2.5)/8 = 0.78125, (8 − 1.5)/4 = 1.625
     assert values["energy.net_j_per_token"] == Value(
-        "energy.net_j_per_token", 0.78125, "J/token", 0.75, 1.625, 3, "scripted"
+        "energy.net_j_per_token",
+        0.78125,
+        "J/token",
+        0.75,
+        1.625,
+        3,
+        "scripted",
+        samples=(0.75, 0.78125, 1.625),
     )
     # average power: 12/2 = 6, 10/2.5 = 4, 8/1 = 8 W
-    assert values["power.avg_w"] == Value("power.avg_w", 6.0, "W", 4.0, 8.0, 3, "scripted")
+    assert values["power.avg_w"] == Value(
+        "power.avg_w", 6.0, "W", 4.0, 8.0, 3, "scripted", samples=(6.0, 4.0, 8.0)
+    )
     assert values["power.idle_w"] is idle
     assert sorted(values) == sorted(ENERGY_NAMES)
 
@@ -277,9 +288,10 @@ def test_short_windows_are_extended_and_energy_is_per_run(meter: type[Meter]) ->
     min_window = 0.6
     values = _run({"repeats": 3, "min_energy_window_s": min_window}, with_meter=True)
 
-    idle, *timed = meter.windows
+    idle, *measured = meter.windows
     assert idle[0] == 0  # the idle window ran nothing
-    assert len(timed) == 3
+    assert len(measured) == 6  # 3 timed windows, then 3 prefill windows (energy per phase)
+    timed, prefill = measured[:3], measured[3:]
     g = meter.generations[1:]  # after the warm-up
     for runs, began, ended in timed:
         assert ended - began >= min_window
@@ -288,6 +300,9 @@ def test_short_windows_are_extended_and_energy_is_per_run(meter: type[Meter]) ->
         assert window_runs[-1] - window_runs[0] < min_window
         # ... and a window of one run is one whose run alone lasted min_window.
         assert runs >= 2 or g[0] - window_runs[0] >= min_window
+    for runs, began, ended in prefill:  # one-token runs, extended the same way
+        assert ended - began >= min_window
+        g = g[runs:]
     assert len(g) == 1  # then the untimed memory run
     # A 2-token generation of the tiny model takes milliseconds: windows were extended.
     assert max(runs for runs, _, _ in timed) >= 2

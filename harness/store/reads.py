@@ -161,3 +161,17 @@ def cells_frame(
     cells = [tuple(row) for row in connection.execute(cells_stmt)]
     metrics = [tuple(row) for row in connection.execute(metrics_stmt)]
     return cells_table(cells, metrics, with_ci=with_ci)
+
+
+def metric_reasons(
+    connection: Connection, name: str, *, run_id: int | None, suite: str | None
+) -> dict[str, str]:
+    """The reason stored with metric ``name`` per cell key, for the chosen cells (those of
+    ``cells_frame``); cells without the metric or without a reason are left out."""
+    stmt = (
+        select(Cell.key, Metric.reason)
+        .join(Metric, Metric.cell_id == Cell.id)
+        .where(Cell.id.in_(_chosen(run_id, suite).scalar_subquery()), Metric.name == name)
+        .order_by(Cell.id)
+    )
+    return {key: reason for key, reason in connection.execute(stmt) if reason}

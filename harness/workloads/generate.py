@@ -9,7 +9,9 @@ after which the KV cache is counted from the cache object itself.
 Energy (``harness.workloads.energy``): where an energy probe is available each timed
 window runs the generation again until it lasts ``policy.min_energy_window_s``, and the
 window's energy is divided by its runs; latency comes from the window's first run only.
-Without an energy probe a window holds exactly one run.
+Then as many prefill windows run one-token generations of the same prompts, so energy is
+split into prefill and decode (``phase_values``). Without an energy probe a window holds
+exactly one run and no prefill window runs.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from harness.technique import Config, Prepared
 from harness.workloads import Workload, WorkloadContext
 from harness.workloads.energy import (
     ENERGY_METRICS,
+    PHASE_METRICS,
     EnergyWindow,
     energy_unavailable_reason,
     energy_values,
     idle_power,
     null_energy_values,
+    null_phase_values,
+    phase_values,
 )
 
 if TYPE_CHECKING:
@@ -259,6 +264,25 @@ class Generate(Workload[GenerateParams]):
         tokens = out.sequences[:, ids.shape[1] :].tolist()
         del out
 
+        prefill_windows: list[tuple[list[Value], float, int]] = []
+        if energy is not None and idle is not None:
+
+            def prefill_once() -> None:
+                args = prepared.generate_args(ids, 1, ctx.tokenizer, speculate=False)
+                with torch.inference_mode():
+                    model.generate(**{**args, **kwargs})
+
+            for _ in windows:
+                sync(ctx.device)
+                with window([energy]) as measured:
+                    t0 = t_end = clock(ctx.device)
+                    runs = 0
+                    while runs == 0 or t_end - t0 < min_window_s:
+                        prefill_once()
+                        runs += 1
+                        t_end = clock(ctx.device)
+                prefill_windows.append((measured, t_end - t0, runs))
+
         with window(memory) as memory_values:
             out = once(watched=True)
 
@@ -266,8 +290,10 @@ class Generate(Workload[GenerateParams]):
         values += _stats_values(ttft, e2e, p)
         if energy is None or idle is None:
             values += null_energy_values(energy_unavailable_reason(ctx.probes))
+            values += null_phase_values(energy_unavailable_reason(ctx.probes))
         else:
             values += _window_energy(windows, idle, p.batch_size * p.new_tokens)
+            values += _phase_energy(windows, prefill_windows, idle, p)
         values += _timing_values(windows)
         values += memory_values
         values.append(
@@ -413,6 +439,47 @@ def _window_energy(
     return energy_values(measured, idle, tokens, source)
 
 
+def _energy_windows(
+    windows: Sequence[tuple[Sequence[Value], float, int]],
+) -> tuple[list[EnergyWindow | None], str | None, str | None]:
+    """Each window's energy (None where the probe gave none), the source and the reason."""
+    out: list[EnergyWindow | None] = []
+    source = reason = None
+    for probe_values, seconds, runs in windows:
+        value = next((v for v in probe_values if v.name == ENERGY_TOTAL_J.name), None)
+        if value is not None and value.value is not None:
+            out.append(EnergyWindow(value.value, seconds, runs))
+            source = value.source
+        else:
+            out.append(None)
+            reason = value.reason if value is not None else reason
+    return out, source, reason
+
+
+def _phase_energy(
+    windows: Sequence[tuple[Sequence[Value], float, int]],
+    prefill: Sequence[tuple[Sequence[Value], float, int]],
+    idle: Value,
+    p: GenerateParams,
+) -> list[Value]:
+    """Prefill and decode energy (``phase_values``) over the window pairs where both the
+    full window and its prefill window gave energy; null with the reason if none did."""
+    full, source, reason = _energy_windows(windows)
+    first, _, prefill_reason = _energy_windows(prefill)
+    pairs = [(f, q) for f, q in zip(full, first, strict=True) if f is not None and q is not None]
+    if not pairs:
+        why = prefill_reason or reason or "the energy probe returned no energy"
+        return null_phase_values(why)
+    return phase_values(
+        [f for f, _ in pairs],
+        [q for _, q in pairs],
+        idle,
+        p.batch_size * p.prompt_tokens,
+        p.batch_size * (p.new_tokens - 1),
+        source,
+    )
+
+
 def _timing_values(windows: Sequence[tuple[Sequence[Value], float, int]]) -> list[Value]:
     """Metrics of timing probes other than energy (third-party), summarised per name over
     the windows: median and 95% CI of the non-null values, null with the reason if none."""
@@ -465,6 +532,7 @@ METRICS = [
         "1 when TPOT's 95% CI half-width exceeds 5% of its median or its CV exceeds 0.1",
     ),
     *ENERGY_METRICS,
+    *PHASE_METRICS,
 ]
 
 
