@@ -98,7 +98,8 @@ def frontier_spec(
     facet_title: str | None = None,
 ) -> dict[str, Any]:
     """A Pareto frontier chart: every point coloured by technique family, dominated points
-    faded, the front joined by a line, 95% intervals as error bars.
+    faded, the front joined by a line, 95% intervals as error bars. A point that failed a
+    quality gate (``gated``) is drawn as a hollow cross, faded: shown, never on the front.
 
     Args:
         points: Output of :func:`dashboard.queries.frontier_frame`.
@@ -119,6 +120,7 @@ def frontier_spec(
     _, fy = display_unit(defs[y].unit)
     records = []
     for row in points.itertuples(index=False):
+        gated = bool(getattr(row, "gated", False))
         record = {
             "technique": row.technique,
             "family": row.family,
@@ -126,7 +128,7 @@ def frontier_spec(
             "device": row.device,
             "panel": row.panel,
             "on_front": bool(row.on_front),
-            "front": "on the front" if row.on_front else "dominated",
+            "front": "gated out" if gated else "on the front" if row.on_front else "dominated",
             "x": row.x * fx,
             "y": row.y * fy,
             "x_text": format_value(row.x, defs[x].unit, row.x_low, row.x_high),
@@ -194,8 +196,8 @@ def frontier_spec(
                     "type": "nominal",
                     "title": "Pareto",
                     "scale": {
-                        "domain": ["on the front", "dominated"],
-                        "range": ["circle", "triangle"],
+                        "domain": ["on the front", "dominated", "gated out"],
+                        "range": ["circle", "triangle", "cross"],
                     },
                 },
                 "opacity": {

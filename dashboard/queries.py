@@ -309,7 +309,8 @@ def leaderboard(
 
     Returns:
         Columns ``technique``, ``family``, ``reference``, ``status``, ``reason``, ``run_id``,
-        ``origin`` (when the cells have it: where imported results came from) then, per
+        ``origin`` (when the cells have it: where imported results came from), ``gate``
+        (when the suite has quality gates: ``passed``, ``failed`` or empty) then, per
         metric, the value and ``<metric> Δ%``. Index: 0..n-1.
     """
     keep = (cells["model"] == model) & (cells["device"] == device)
@@ -318,7 +319,13 @@ def leaderboard(
     metrics = [m for m in metrics if m in rows.columns]
     rows = reference_deltas(rows, metrics)
     rows = rows.assign(reference=is_reference(rows))
-    identity = ("technique", "family", "reference", "status", "reason", "run_id", "origin")
+    identity: tuple[str, ...] = (
+        *("technique", "family", "reference", "status", "reason", "run_id", "origin"),
+    )
+    if "gate.passed" in rows.columns:
+        verdict = pd.to_numeric(rows["gate.passed"], errors="coerce")
+        rows = rows.assign(gate=verdict.map({1.0: "passed", 0.0: "failed"}).fillna(""))
+        identity += ("gate",)
     columns = [c for c in identity if c in rows]
     for metric in metrics:
         columns += [metric, metric + DELTA_SUFFIX]
@@ -355,7 +362,9 @@ def frontier_frame(
 
     Only ``ok`` cells with both metrics measured become points. The front is computed
     separately inside each facet panel (each value of ``facet``), with each axis minimised
-    or maximised according to its metric definition.
+    or maximised according to its metric definition, over the points that passed the
+    suite's quality gates: a point whose ``gate.passed`` is 0 is ``gated`` (it stays in the
+    frame, drawn apart, but is never on the front nor dominates one that is).
 
     Args:
         cells: Normalised cells frame, already filtered to one workload.
@@ -366,8 +375,8 @@ def frontier_frame(
 
     Returns:
         Columns ``model``, ``device``, ``workload``, ``technique``, ``family``, ``run_id``,
-        ``x``, ``y``, ``x_low``, ``x_high``, ``y_low``, ``y_high``, ``on_front`` and
-        ``panel`` (the facet value, or ``all``); sorted by panel, then x.
+        ``x``, ``y``, ``x_low``, ``x_high``, ``y_low``, ``y_high``, ``on_front``, ``gated``
+        and ``panel`` (the facet value, or ``all``); sorted by panel, then x.
 
     Raises:
         KeyError: ``x`` or ``y`` has no definition.
@@ -377,7 +386,10 @@ def frontier_frame(
             raise KeyError(f"metric {metric!r} has no definition; known: {sorted(defs)}")
     columns = ["model", "device", "workload", "technique", "family", "run_id"]
     empty = pd.DataFrame(
-        columns=[*columns, "x", "y", "x_low", "x_high", "y_low", "y_high", "on_front", "panel"]
+        columns=[
+            *columns,
+            *("x", "y", "x_low", "x_high", "y_low", "y_high", "on_front", "gated", "panel"),
+        ]
     )
     if cells.empty or x not in cells.columns or y not in cells.columns:
         return empty
@@ -391,13 +403,22 @@ def frontier_frame(
         out[axis + "_low"] = rows.get(metric + CI_LOW, pd.Series(math.nan, index=rows.index))
         out[axis + "_high"] = rows.get(metric + CI_HIGH, pd.Series(math.nan, index=rows.index))
     out["panel"] = rows[facet].astype(str) if facet else "all"
+    out["gated"] = gated_out(rows)
     minimize = [a for a, m in (("x", x), ("y", y)) if not defs[m].higher_is_better]
     maximize = [a for a, m in (("x", x), ("y", y)) if defs[m].higher_is_better]
     out["on_front"] = False
-    for _, panel in out.groupby("panel", sort=False):
+    for _, panel in out[~out["gated"]].groupby("panel", sort=False):
         out.loc[panel.index, "on_front"] = pareto_front(panel, minimize, maximize)
     out["on_front"] = out["on_front"].astype(bool)
     return out.sort_values(["panel", "x", "y"], kind="stable").reset_index(drop=True)
+
+
+def gated_out(cells: pd.DataFrame) -> pd.Series:
+    """Which rows failed a quality gate of their suite (``gate.passed`` = 0; a row without a
+    verdict is not gated out)."""
+    if "gate.passed" not in cells.columns:
+        return pd.Series(False, index=cells.index, dtype=bool)
+    return (pd.to_numeric(cells["gate.passed"], errors="coerce") == 0.0).astype(bool)
 
 
 # --- comparison ------------------------------------------------------------------------------

@@ -228,9 +228,13 @@ def _leaderboard_html(
     head = ["technique", "status", *metrics]
     rows = []
     for record in table.to_dict(orient="records"):
+        status = str(record["status"])
+        if record.get("gate") == "failed":
+            status += " ✗ gated out"
         cells_html = [
             f'<td class="text">{escape(str(record["technique"]))}</td>',
-            f'<td class="text">{escape(str(record["status"]))}</td>',
+            f'<td class="text{" worse" if record.get("gate") == "failed" else ""}">'
+            f"{escape(status)}</td>",
         ]
         for metric in metrics:
             unit = defs[metric].unit if metric in defs else ""
@@ -249,7 +253,8 @@ def _leaderboard_html(
     )
     note = (
         '<p class="meta">Deltas against the reference stack of the same model, device and '
-        "workload; green is better, red worse.</p>"
+        "workload; green is better, red worse. ✗ gated out: the cell failed a quality gate "
+        "of its suite (drawn as a cross on the frontier, never on the front).</p>"
     )
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>{note}"
 

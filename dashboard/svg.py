@@ -160,12 +160,23 @@ def _panel(
                 f'<line x1="{px(r.x):.1f}" x2="{px(r.x):.1f}" y1="{py(r.y_low):.1f}" '
                 f'y2="{py(r.y_high):.1f}" stroke="{colour}" opacity="{opacity / 2}"/>'
             )
+        gated = bool(getattr(r, "gated", False))
+        verdict = "gated out" if gated else "on the front" if r.on_front else "dominated"
         tip = (
             f"{r.technique}\n{r.model} on {r.device}\n"
             f"{x}: {format_value(r.x, defs[x].unit, r.x_low, r.x_high)}\n"
             f"{y}: {format_value(r.y, defs[y].unit, r.y_low, r.y_high)}\n"
-            f"{'on the front' if r.on_front else 'dominated'}"
+            f"{verdict}"
         )
+        if gated:  # failed a quality gate: a faded cross, not a dot
+            cx, cy = px(r.x), py(r.y)
+            out.append(
+                f'<path class="point gated" d="M{cx - 5:.1f},{cy - 5:.1f}L{cx + 5:.1f},'
+                f'{cy + 5:.1f}M{cx - 5:.1f},{cy + 5:.1f}L{cx + 5:.1f},{cy - 5:.1f}" '
+                f'stroke="{colour}" stroke-width="2" opacity="{FADED_OPACITY}">'
+                f"<title>{escape(tip)}</title></path>"
+            )
+            continue
         out.append(
             f'<circle class="point{" front" if r.on_front else ""}" cx="{px(r.x):.1f}" '
             f'cy="{py(r.y):.1f}" r="5" fill="{colour}" fill-opacity="{opacity}">'

@@ -11,12 +11,13 @@ from harness.errors import BenchError, ModelError, PluginError, Skip, StoreError
 from harness.markers import hookimpl
 from harness.pluginapi import PLUGIN_API_VERSION
 from harness.results import METRIC_KINDS, CellResult, Measurement, MetricDef, MetricKind, Value
-from harness.technique import Config, Context, Prepared, Technique
+from harness.technique import Applied, Config, Context, Prepared, Technique
 from harness.workloads import Workload, WorkloadContext
 
 __all__ = [
     "METRIC_KINDS",
     "PLUGIN_API_VERSION",
+    "Applied",
     "BenchError",
     "CellResult",
     "Config",

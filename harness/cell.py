@@ -2,10 +2,14 @@
 
     build_stack  Cell                       -> list[Technique]   (configs validated, check())
     predict      techniques, config.json    -> Prediction        (harness.estimate; pre-flight)
+    load         ModelSpec                  -> LoadedModel       (its one-time cost: costs)
     identify     Cell, loaded model         -> fingerprint part  (files, tokenizer, inputs)
-    prepare      techniques, loaded model   -> Prepared          (each technique in order)
+    prepare      techniques, loaded model   -> Prepared          (each technique in order,
+                                                                  timed: harness.costs)
     run_tasks    Prepared                   -> Values            (the workload, then accuracy)
     technique    techniques                 -> Values            (technique metrics)
+    verify       techniques, Prepared       -> Values            (harness.applied: a failed
+                                                                  check → not-applied)
     derive       Values, Prepared           -> Values            (harness.derive, in-cell, with
                                                                   the prediction beside them)
     registered   Values                     -> Values, note      (unregistered ones dropped)
@@ -26,7 +30,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import derive
-from harness.errors import Skip
+from harness.applied import verify_stack
+from harness.costs import cost_window
+from harness.errors import NotApplied, Skip
 from harness.estimate.cellstep import Prediction, predict_cell
 from harness.fingerprint import (
     describe,
@@ -73,6 +79,9 @@ class Resources(Protocol):
 
     def load(self, spec: ModelSpec, *, fresh: bool = False) -> LoadedModel:
         """The model of ``spec``: the loaded pristine one, or a fresh copy."""
+
+    def load_costs(self, model: Any) -> Sequence[Value]:
+        """``cost.load_s`` and ``cost.load_peak_bytes`` of the load that gave ``model``."""
 
     def reference_model(self, spec: ModelSpec, running: Any) -> Any:
         """The unmodified model of ``spec``, never the object ``running``."""
@@ -160,17 +169,25 @@ def measure(
         workload=cell.workload.as_dict(),
         env=res.env,
     )
-    prepared = prepare(techniques, Prepared(model=loaded.model), ctx)
+    with cost_window(res.probes, cell.device, "prepare") as costs:
+        prepared = prepare(techniques, Prepared(model=loaded.model), ctx)
+    costs.extend(res.load_costs(loaded.model))
     try:
         # A trained model, or one prepared from the workload's parameters, is another model
         # for each workload variant: nothing to share then.
         shared = not workload_cls.mutates_weights and not any(t.reads_workload for t in techniques)
-        values, technique_values = run_tasks(cell, prepared, techniques, ctx, res, shared=shared)
+        values, technique_values, failure = run_tasks(
+            cell, prepared, techniques, ctx, res, shared=shared
+        )
+        values.update((v.name, v) for v in costs)
         values.update(derive.cell_values(values, prepared.model))
         values.update(prediction.values())
         values.update(derive.roofline_values(values))
         values.update(technique_values)
-        return registered(values, res.registry)
+        kept, note = registered(values, res.registry)
+        if failure:
+            raise NotApplied(failure, kept)
+        return kept, note
     finally:
         for undo in prepared.cleanup:
             undo()
@@ -266,19 +283,23 @@ def run_tasks(
     res: Resources,
     *,
     shared: bool,
-) -> tuple[Values, Values]:
+) -> tuple[Values, Values, str | None]:
     """Run the measure workload, then the accuracy tasks, on the prepared stack.
 
     An accuracy task's measurement is taken from the memo when the same stack already ran
     it on this model and device (``shared``: the stack is the same model whatever the
-    workload's parameters). Technique metrics are read right after the measure workload,
-    before accuracy tasks send more generations through the stack (counters, tallies).
+    workload's parameters). Technique metrics and the techniques' checks (``verify``) are
+    read right after the measure workload, before accuracy tasks send more generations
+    through the stack (counters, tallies). A failed check ends the tasks there: the
+    accuracy tasks are not run.
 
     Returns:
-        The tasks' values, and the techniques' values.
+        The tasks' values, the techniques' values (metrics and checks), and the reason of
+        a failed check (None when every technique took effect).
     """
     values: Values = {}
     technique_values: Values = {}
+    failure: str | None = None
     stack = json.dumps([s.as_dict() for s in cell.stack], sort_keys=True)
     if not shared:
         stack += json.dumps(cell.workload.as_dict(), sort_keys=True)
@@ -297,7 +318,11 @@ def run_tasks(
         values.update((v.name, v) for v in measurement.values)
         if cls.kind == "measure":
             technique_values = technique_metrics(techniques, ctx, res.registry)
-    return values, technique_values
+            checks, failure = verify_stack(techniques, prepared, ctx, res.registry.metrics)
+            technique_values.update(checks)
+            if failure:
+                break
+    return values, technique_values, failure
 
 
 def task_context(

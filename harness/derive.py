@@ -6,7 +6,10 @@ Two steps use this module:
   cell's own values and prepared model;
 * in the runner, :func:`relative_values` adds what compares a cell with the reference
   stack's cell of the same run, model, device and workload (``reference:`` in the suite,
-  ``baseline`` by default), from the two results in memory — never from another run.
+  ``baseline`` by default), from the two results in memory — never from another run:
+  ratios (:data:`RATIOS`), per-sample evidence (flips, greedy token agreement, length
+  drift: ``harness.evidence``) and the verdict of the suite's quality gates
+  (``harness.gates``), in that order, so a gate can bound a flip rate.
 
 Numbers a workload summarises per repeat, because their confidence intervals need the
 samples (TPOT, throughputs, energy per token), are computed where the repeats are: their
@@ -16,9 +19,10 @@ This module imports neither torch nor numpy at import time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness import evidence, gates
 from harness.results import CellResult, MetricDef, Value
 
 #: (metric, its ratio metric, higher_is_better of the ratio, description of the ratio)
@@ -66,9 +70,13 @@ ACHIEVED: tuple[tuple[str, str, str, str], ...] = (
     ),
 )
 
-METRICS = [MetricDef(ratio, "ratio", better, text) for _, ratio, better, text in RATIOS]
-METRICS += [MetricDef(name, "ratio", True, text) for name, _, _, text in FRACTIONS]
-METRICS += [MetricDef(name, "FLOP/s", True, text) for name, _, _, text in ACHIEVED]
+METRICS = [
+    *(MetricDef(ratio, "ratio", better, text) for _, ratio, better, text in RATIOS),
+    *(MetricDef(name, "ratio", True, text) for name, _, _, text in FRACTIONS),
+    *(MetricDef(name, "FLOP/s", True, text) for name, _, _, text in ACHIEVED),
+    *evidence.METRICS,
+    *gates.METRICS,
+]
 
 
 def cell_values(values: Mapping[str, Value], model: Any) -> dict[str, Value]:
@@ -135,15 +143,38 @@ def roofline_values(values: Mapping[str, Value]) -> dict[str, Value]:
     return out
 
 
-def relative_values(result: CellResult, reference: CellResult | None) -> list[Value]:
-    """Ratios of ``result`` against ``reference``, for an ``ok`` cell (see :data:`RATIOS`).
+def relative_values(
+    result: CellResult,
+    reference: CellResult | None,
+    *,
+    defs: Mapping[str, MetricDef] | None = None,
+    gated: Sequence[gates.Gate] = (),
+) -> list[Value]:
+    """What compares an ``ok`` cell ``result`` with ``reference``: ratios, evidence, gates.
 
-    ``ratio = reference value / value`` for a lower-is-better metric, so above 1 is better
-    (``latency.speedup``). Null with the reason when there is no ok reference cell in this
-    run or either value is missing or zero; a cell that lacks the metric gets no ratio.
+    - Ratios (:data:`RATIOS`): ``ratio = reference value / value`` for a lower-is-better
+      metric, so above 1 is better (``latency.speedup``). Null with the reason when there
+      is no ok reference cell in this run or either value is missing or zero; a cell that
+      lacks the metric gets no ratio.
+    - Per-sample evidence (``harness.evidence.sample_values``): flips of every metric whose
+      flip metrics are registered in ``defs``, greedy token agreement and length drift.
+    - ``gate.passed`` when the suite has ``gated`` rules (``harness.gates.judge``), over the
+      cell's values including the ones above.
     """
     if result.status != "ok":
         return []
+    if reference is not None and reference.status != "ok":
+        reference = None
+    out = _ratios(result, reference)
+    out += evidence.sample_values(result, reference, defs or {})
+    if gated:
+        mine = {v.name: v.value for v in (*result.values, *out)}
+        theirs = {v.name: v.value for v in reference.values} if reference is not None else None
+        out.append(gates.judge(gated, mine, theirs))
+    return out
+
+
+def _ratios(result: CellResult, reference: CellResult | None) -> list[Value]:
     out = []
     for metric, ratio, _, _ in RATIOS:
         value = result.metric(metric)

@@ -5,6 +5,8 @@ Exit codes (DESIGN §12): 0 ok, 1 some cells failed, 2 usage or input error, 3 i
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_CELLS_FAILED = 1
 EXIT_USAGE = 2
@@ -46,3 +48,16 @@ class Skip(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotApplied(Exception):
+    """Raised by the cell pipeline when a technique's ``verify`` says it did not take effect.
+
+    The cell is recorded with status ``not-applied``, the reason and the values measured
+    so far (the evidence), never as ``ok``.
+    """
+
+    def __init__(self, reason: str, values: tuple[Any, ...] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.values = values

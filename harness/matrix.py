@@ -7,6 +7,7 @@ everything that defines its measurement.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -20,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import SuiteError
+from harness.gates import Gate
 from harness.suite_yaml import dotted as _dotted
 from harness.suite_yaml import short
 from harness.suite_yaml import where as _where
@@ -101,6 +103,7 @@ class Cell:
     policy: Policy
     label: str  # readable stack label, e.g. "weight-quant(bits=4)+kv-quant(bits=2)"
     reference: bool = False  # this stack is the suite's reference stack
+    gates: tuple[Gate, ...] = ()  # the suite's quality gates (judged, not part of the key)
 
 
 # --------------------------------------------------------------------------- expansion
@@ -203,6 +206,7 @@ def expand(
         accuracy.append(TaskSpec(name, _validate(acls.Params, params, path, node, loc, "task")))
 
     reference = _reference(spec, registry, path, node)
+    gates = _gates(spec, registry, path, node)
     entries = spec.techniques if spec.techniques is not None else [reference[0]]
     stacks: list[tuple[StackEntry, ...]] = []
     for i, entry in enumerate(entries):
@@ -242,6 +246,7 @@ def expand(
                         spec.policy,
                         label,
                         reference=stack == reference[1],
+                        gates=gates,
                     )
 
 
@@ -333,6 +338,25 @@ def _reference(
             "give single values, not lists."
         )
     return entry, stacks[0]
+
+
+def _gates(
+    spec: SuiteFile, registry: Registry, path: Path, node: yaml.Node | None
+) -> tuple[Gate, ...]:
+    """The suite's gates; each names a registered metric."""
+    known = registry.metrics
+    gates = []
+    for metric, rule in spec.gates.items():
+        if metric not in known:
+            close = difflib.get_close_matches(metric, sorted(known), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise SuiteError(
+                f"{_where(path, node, ['gates', metric])}: gates: unknown metric '{metric}'."
+                f"{hint} Gates bound registered metrics: run 'bench plugins' (it lists every "
+                "metric) or see docs/metrics.md."
+            )
+        gates.append(Gate(metric, rule.rules()))
+    return tuple(gates)
 
 
 def _single(

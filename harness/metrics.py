@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import boundary, derive
+from harness import applied, boundary, costs, derive
 from harness.markers import hookimpl
 from harness.results import MetricDef
 
@@ -19,4 +19,4 @@ CORE_METRICS = [
 
 @hookimpl
 def register_metrics() -> list[MetricDef]:
-    return [*CORE_METRICS, *derive.METRICS, *boundary.METRICS]
+    return [*CORE_METRICS, *costs.METRICS, *applied.METRICS, *derive.METRICS, *boundary.METRICS]

@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "harness.estimate.plugin",
     "plugins.baseline",
     "plugins.precision",
+    "plugins.optim",
     "plugins.adam8bit",
     "plugins.apollo",
     "plugins.checkpointing",

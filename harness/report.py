@@ -30,6 +30,7 @@ COLUMNS = (
     ("memory.kv_cache_bytes", "KV MiB", 2**-20, "{:.2f}"),
     ("accuracy.perplexity", "PPL", 1, "{:.3f}"),
     ("accuracy.passkey", "passkey", 1, "{:.2f}"),
+    ("quality.token_agreement", "tok agree", 1, "{:.2f}"),
     ("energy.j_per_token", "J/token", 1, "{:.3f}"),
     # training (a suite shows the columns its cells measured)
     ("latency.step_s", "step s", 1, "{:.3f}"),
@@ -73,7 +74,8 @@ class Progress:
 
     def update(self, result: CellResult, done: int, total: int) -> None:
         tpot = result.metric("latency.tpot_s")
-        detail = f"TPOT {tpot * 1e3:.2f} ms" if tpot is not None else (result.reason or "")
+        ok = tpot is not None and result.status == "ok"
+        detail = f"TPOT {tpot * 1e3:.2f} ms" if tpot is not None and ok else (result.reason or "")
         workload = _params(result.workload.get("params", {}))
         line = (
             f"[{done}/{total}] {result.status:<8} {result.technique}  {workload}  "
@@ -145,12 +147,15 @@ def print_results(
         console.print("No results yet. Fill the database with: bench run suites/smoke.yaml")
         return
     shown = [c for c in COLUMNS if c[0] in frame.columns]
+    flips = sorted(c for c in frame.columns if c.startswith("flips.") and c.endswith(RW))
+    gate_reasons = store.metric_reasons("gate.passed", run_id=run_id, suite=suite)
     # Columns that are the same on every row go into the title instead.
     fixed = [c for c in ("model", "device") if frame[c].nunique() == 1]
     varying = [c for c in ("model", "device", "technique") if c not in fixed]
     workloads = _varying_params(list(frame["workload"]))
     title = " · ".join(str(frame[c].iloc[0]) for c in fixed)
-    table = Table(*varying, "workload", "status", *(c[1] for c in shown), title=title)
+    flip_title = ["flips r→w/w→r"] if flips else []
+    table = Table(*varying, "workload", "status", *(c[1] for c in shown), *flip_title, title=title)
     table.columns[varying.index("technique")].overflow = "fold"
     reasons: dict[str, int] = {}  # a footnote per distinct reason, listed under the table
     for i, row in enumerate(frame.to_dict("records")):
@@ -159,11 +164,15 @@ def print_results(
             status += f" [{reasons.setdefault(str(row['reason']), len(reasons) + 1)}]"
         if row.get("stats.noisy") == 1.0:
             status += " ~"
+        if row.get("gate.passed") == 0.0:
+            reason = gate_reasons.get(row["cell_key"], "a quality gate failed")
+            status += f" ✗gate [{reasons.setdefault(reason, len(reasons) + 1)}]"
         table.add_row(
             *(str(row[c]) for c in varying),
             workloads[i],
             status,
             *(_fmt(row, c[0], c[2], c[3]) for c in shown),
+            *([_flips(row, flips)] if flips else []),
         )
     console.print(table)
     for reason, n in reasons.items():
@@ -171,8 +180,27 @@ def print_results(
     console.print(
         "Numbers are medians over the measured repeats; ± is half the 95% confidence interval "
         "of the median; ~ after the status marks a noisy cell (TPOT's half-interval above 5% "
-        "of its median, or its CV above 0.1). Metric definitions: docs/metrics.md"
+        "of its median, or its CV above 0.1); ✗gate marks a cell that failed a quality gate "
+        "of its suite (gates:); flips are the samples right on the reference stack and wrong "
+        "here / wrong there and right here. Metric definitions: docs/metrics.md"
     )
+
+
+RW = "_right_to_wrong"
+
+
+def _flips(row: Any, columns: list[str]) -> str:
+    """``task r→w/w→r`` in percent for each task with flips, e.g. ``passkey 12%/0%``."""
+    parts = []
+    for column in columns:
+        lost = row.get(column)
+        won = row.get(column.removesuffix(RW) + "_wrong_to_right")
+        if lost is None or (isinstance(lost, float) and math.isnan(lost)):
+            continue
+        task = column.removeprefix("flips.").removesuffix(RW)
+        won_text = "-" if won is None or math.isnan(won) else f"{won:.0%}"
+        parts.append(f"{task} {lost:.0%}/{won_text}")
+    return " ".join(parts) or "-"
 
 
 def print_runs(store: Store) -> None:

@@ -9,8 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["ok", "skipped", "oom", "oom_host", "timeout", "crashed", "error"]
-STATUSES: tuple[Status, ...] = ("ok", "skipped", "oom", "oom_host", "timeout", "crashed", "error")
+Status = Literal["ok", "skipped", "not-applied", "oom", "oom_host", "timeout", "crashed", "error"]
+#: ``not-applied``: the cell ran, but a technique's ``verify`` found that it did not take
+#: effect (``harness.technique.Applied``); its numbers are kept as evidence, never as ok.
+STATUSES: tuple[Status, ...] = (
+    "ok",
+    "skipped",
+    "not-applied",
+    "oom",
+    "oom_host",
+    "timeout",
+    "crashed",
+    "error",
+)
 DONE_STATUSES: tuple[Status, ...] = ("ok", "skipped")
 
 

@@ -9,7 +9,8 @@ transaction with its claim. A cell that times out or kills its seat is recorded 
 and the seat is replaced: a failed cell never stops the suite. Each ``ok`` cell also gets
 the ratios of ``harness.derive.relative_values`` against the cell of the suite's reference
 stack with the same model, device and workload measured in the same run (reference cells
-run first in their group). After the cells come the suite's out-of-memory boundary
+run first in their group): ratios, per-sample flips and agreement, and the verdict of the
+suite's quality gates. After the cells come the suite's out-of-memory boundary
 searches (``harness.boundary``), whose probe cells run on the executor's seats too.
 
 A group's cells are claimed together when the runner reaches the group, so one runner
@@ -346,12 +347,15 @@ def _record(
     references: dict[tuple[str, str, str], CellResult],
     summary: RunSummary,
 ) -> CellResult | None:
-    """Derive the ratios of one result and record it with its claim; None if it was lost."""
+    """Derive what compares one result with its reference and record it with its claim;
+    None if the claim was lost."""
     cell, result, lane = event.cell, event.result, event.lane
     run_id = _lane_run(store, registry, suite, lane, summary)
     if cell.reference:
         references[comparable(cell)] = result
-    ratios = derive.relative_values(result, references.get(comparable(cell)))
+    ratios = derive.relative_values(
+        result, references.get(comparable(cell)), defs=registry.metrics, gated=cell.gates
+    )
     result = replace(result, values=(*result.values, *ratios))
     try:
         store.record(run_id, result, claim=event.claim)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from harness.strict import StrictNumbers
 
@@ -90,6 +90,33 @@ class Search(_Strict):
     )
 
 
+class GateRule(_Strict):
+    """Bounds of one metric against the reference stack (``harness.gates``); one or more."""
+
+    max_ratio: float | None = Field(None, gt=0, description="value / reference ≤ this")
+    min_ratio: float | None = Field(None, ge=0, description="value / reference ≥ this")
+    min_recovery: float | None = Field(
+        None, ge=0, description="value / reference ≥ this: the share of the reference kept"
+    )
+    max_delta: float | None = Field(None, description="value − reference ≤ this")
+    min_delta: float | None = Field(None, description="value − reference ≥ this")
+    max: float | None = Field(None, description="value ≤ this (no reference needed)")
+    min: float | None = Field(None, description="value ≥ this (no reference needed)")
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> GateRule:
+        if not self.rules():
+            raise ValueError(
+                "a gate needs at least one rule: max_ratio, min_ratio, min_recovery, "
+                "max_delta, min_delta, max or min"
+            )
+        return self
+
+    def rules(self) -> tuple[tuple[str, float], ...]:
+        """The rules that are set, as (rule name, bound), in field order."""
+        return tuple((k, float(v)) for k, v in self.model_dump().items() if v is not None)
+
+
 class SuiteFile(_Strict):
     """The YAML suite format (see docs/suites.md). Lists in parameters expand a matrix."""
 
@@ -116,6 +143,11 @@ class SuiteFile(_Strict):
         None,
         description="out-of-memory boundary searches: bisection seeded by the estimate, "
         "confirmed by real runs (docs/estimate.md)",
+    )
+    gates: dict[str, GateRule] = Field(
+        default_factory=dict,
+        description="quality gates per registered metric, judged against the reference "
+        "stack (e.g. accuracy.perplexity: {max_ratio: 1.05}); stored as gate.passed",
     )
 
     @field_validator("workload")

@@ -155,6 +155,25 @@ class Prepared:
         }
 
 
+@dataclass(frozen=True)
+class Applied:
+    """A technique's proof that it took effect in a cell (``Technique.verify``).
+
+    Attributes:
+        ok: whether the check passed. A failed check makes the cell ``not-applied``.
+        reason: what was checked and found, in one sentence with the numbers
+            ("30 of 30 linear layers replaced; linear bytes 54.2 MiB → 15.1 MiB").
+        evidence: registered metric names and the numbers the check read (stored with the
+            cell; register a ``MetricDef`` for each in the plugin's ``register_metrics``).
+        checked: False only for the default of a technique that defines no check.
+    """
+
+    ok: bool
+    reason: str
+    evidence: Mapping[str, float] = field(default_factory=dict)
+    checked: bool = True
+
+
 _ConfigBase = Config  # the class attribute ``Technique.Config`` shadows the name inside
 ConfigT = TypeVar("ConfigT", bound=Config)
 
@@ -214,6 +233,20 @@ class Technique(Generic[ConfigT]):
         the stack then gets no numbers at all rather than numbers that leave it out.
         """
         return None
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Check that this technique took effect, after the cell's measure workload ran.
+
+        Read the prepared model and what ``prepare`` left in ``ctx.state`` (a tally, the
+        last cache's length, the optimizer), never a clock or a memory counter. Return
+        ``Applied(False, reason)`` when the technique did nothing (no layer replaced, no
+        token evicted, no draft verified): the cell is then recorded as ``not-applied``
+        with the reason instead of ``ok``. The default says no check is defined; every
+        technique should override it.
+        """
+        return Applied(
+            True, f"{self.name} defines no verify(): its effect is not checked", checked=False
+        )
 
     @classmethod
     def validate_model(cls, config: Mapping[str, Any], model_config: Mapping[str, Any]) -> None:

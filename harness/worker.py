@@ -22,8 +22,9 @@ from typing import Any
 
 from harness import memlimit
 from harness.cell import Memo, cell_result, measure
+from harness.costs import cost_window
 from harness.environment import Environment
-from harness.errors import BenchError, Skip
+from harness.errors import BenchError, NotApplied, Skip
 from harness.models import LoadedModel, resolve_source
 from harness.plugins import get_plugin_manager
 from harness.registry import Registry
@@ -61,6 +62,10 @@ def quiet_libraries() -> None:
         pass
 
 
+#: Load costs kept for the models loaded last (the pristine one and recent fresh copies).
+_LOAD_COSTS_KEPT = 4
+
+
 class Worker:
     """Runs cells for one device, keeping the pristine model of each spec loaded.
 
@@ -77,21 +82,34 @@ class Worker:
         self._loaded: dict[ModelSpec, LoadedModel] = {}
         self._base_bytes = memlimit.data_bytes()  # before any model: what a cap adds to
 
+        self._load_costs: dict[int, tuple[Value, ...]] = {}  # id(model) -> its load's cost
+
     def load(self, spec: ModelSpec, *, fresh: bool = False) -> LoadedModel:
         """The model of ``spec``; a fresh copy when the stack will change its weights."""
         if not fresh and spec in self._loaded:
             return self._loaded[spec]
         source = resolve_source(spec.id, self.registry.model_sources)
-        loaded = source.load(
-            spec.id,
-            dtype=spec.dtype,
-            revision=spec.revision,
-            trust_remote_code=spec.trust_remote_code,
-            device=self.device,
-        )
+        with cost_window(self.probes, self.device, "load") as costs:
+            loaded = source.load(
+                spec.id,
+                dtype=spec.dtype,
+                revision=spec.revision,
+                trust_remote_code=spec.trust_remote_code,
+                device=self.device,
+            )
         if not fresh:
             self._loaded = {spec: loaded}  # one pristine model at a time
+        self._load_costs[id(loaded.model)] = tuple(costs)
+        pristine = {id(m.model) for m in self._loaded.values()}
+        stale = [k for k in self._load_costs if k not in pristine]  # oldest first
+        for key in stale[: max(0, len(self._load_costs) - _LOAD_COSTS_KEPT)]:
+            del self._load_costs[key]  # fresh copies come and go
         return loaded
+
+    def load_costs(self, model: Any) -> tuple[Value, ...]:
+        """``cost.load_s`` and ``cost.load_peak_bytes`` of the load that gave ``model``
+        (measured by ``harness.costs.cost_window``); none for a model loaded elsewhere."""
+        return self._load_costs.get(id(model), ())
 
     def reference_model(self, spec: ModelSpec, running: Any) -> Any:
         """The unmodified model of ``spec``, never the object the current stack runs on.
@@ -124,6 +142,8 @@ class Worker:
             values, reason = measure(cell, self, observed)
         except Skip as exc:
             status, reason = "skipped", exc.reason
+        except NotApplied as exc:
+            status, reason, values = "not-applied", exc.reason, exc.values
         except MemoryError as exc:
             status, reason = "oom_host", f"host out of memory ({_summary(exc)})"
         except BenchError as exc:

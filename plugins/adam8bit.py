@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from harness import Config, Technique, hookimpl
+from harness import Applied, Config, Technique, hookimpl
 from harness.environment import package_versions
 from harness.estimate import Architecture, Effect, Shape
 from harness.workloads.train import trainable
@@ -45,6 +45,32 @@ class Adam8bit(OptimizerTechnique[Adam8bitConfig]):
         state = sum(2.0 * (n + 4 * -(-n // 256)) if n >= small else 8.0 * n for n in sizes)
         state += 2048.0 if any(n >= small for n in sizes) else 0.0
         return effect.note("adam-8bit: block-wise 8-bit moments", optimizer_state_bytes=state)
+
+    def check_state(self, optimizer: Any) -> Applied:
+        """Every parameter of at least ``min_8bit_size`` elements holds uint8 moments
+        (``optim.state_8bit_share``: share of the stepped elements stored in 8 bits)."""
+        import torch
+
+        large = small = eight = 0
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                state = optimizer.state.get(p)
+                if not state:
+                    continue
+                uint8 = any(
+                    isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in state.values()
+                )
+                eight += p.numel() if uint8 else 0
+                if p.numel() >= self.config.min_8bit_size:
+                    large += 1
+                    small += 0 if uint8 else 1
+        stepped = sum(p.numel() for p in optimizer.state)
+        share = eight / stepped if stepped else 0.0
+        found = (
+            f"{large - small} of {large} parameters of ≥ {self.config.min_8bit_size} elements "
+            f"hold uint8 moments ({share:.1%} of the stepped elements)"
+        )
+        return Applied(large > 0 and small == 0, found, {"optim.state_8bit_share": share})
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import bitsandbytes as bnb

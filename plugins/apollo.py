@@ -14,12 +14,13 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from harness import Config, Technique, hookimpl
+from harness import Applied, Config, Technique, hookimpl
 from harness.environment import package_versions
 from harness.estimate import Architecture, Effect, Shape
 from plugins.optim import (
     OptimizerTechnique,
     adamw_rest_bytes,
+    low_rank_check,
     projected_groups,
     projected_linears,
 )
@@ -65,6 +66,10 @@ class Apollo(OptimizerTechnique[ApolloConfig]):
             f"{self.name}: rank {c.rank} projected moments for {len(low)} matrices",
             optimizer_state_bytes=state + adamw_rest_bytes(arch, low),
         )
+
+    def check_state(self, optimizer: Any) -> Applied:
+        """The target weights hold rank-``rank`` moments of the random projection."""
+        return low_rank_check(optimizer, self.config.rank)
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import apollo_torch

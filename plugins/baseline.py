@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import Technique, hookimpl
+from harness import Applied, Context, Prepared, Technique, hookimpl
 from harness.estimate import Architecture, Effect, Shape
 
 
@@ -16,6 +16,10 @@ class Baseline(Technique):
     def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
         """Changes nothing: the plain model."""
         return effect
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Nothing to take effect: the model runs as loaded."""
+        return Applied(True, "runs the model as loaded; nothing to check")
 
 
 @hookimpl

@@ -9,7 +9,7 @@ about one extra forward per step.
 
 from __future__ import annotations
 
-from harness import Context, Prepared, Skip, Technique, hookimpl
+from harness import Applied, Context, Prepared, Skip, Technique, hookimpl
 from harness.estimate import Architecture, Effect, Shape
 
 
@@ -38,6 +38,16 @@ class ActivationCheckpointing(Technique):
             "activation-checkpointing: layer inputs kept, one layer recomputed at a time",
             activation_checkpointing=True,
         )
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """transformers reports checkpointing on, on the model and its decoder layers."""
+        model = prepared.model
+        layers = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
+        on = [m for m in layers if m.gradient_checkpointing]
+        enabled = bool(getattr(model, "is_gradient_checkpointing", False))
+        found = f"model checkpointing {'on' if enabled else 'off'}; {len(on)} of {len(layers)} "
+        found += "modules recompute their activations"
+        return Applied(enabled and bool(on), found)
 
 
 @hookimpl

@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness import Config, Environment, Skip, Technique, hookimpl
+from harness import Applied, Config, Environment, Skip, Technique, hookimpl
 from harness.environment import package_versions
 from harness.estimate import Architecture, Effect, Shape
 from plugins.optim import (
     OptimizerTechnique,
     adamw_rest_bytes,
+    low_rank_check,
     projected_groups,
     projected_linears,
 )
@@ -74,6 +75,10 @@ class GaLore(OptimizerTechnique[GaLoreConfig]):
             f"galore: rank {c.rank} moments for {len(low)} matrices",
             optimizer_state_bytes=state + adamw_rest_bytes(arch, low),
         )
+
+    def check_state(self, optimizer: Any) -> Applied:
+        """The target weights hold rank-``rank`` projected moments (``low_rank_check``)."""
+        return low_rank_check(optimizer, self.config.rank)
 
     def optimizer(self, model: Any, lr: float) -> Any:
         import galore_torch

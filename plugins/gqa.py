@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import Field
 
-from harness import BenchError, Config, Context, MetricDef, Prepared, Technique, hookimpl
+from harness import Applied, BenchError, Config, Context, MetricDef, Prepared, Technique, hookimpl
 from harness.estimate import Architecture, Effect, Shape
 
 
@@ -110,6 +110,26 @@ class GQA(Technique[GQAConfig]):
         except BenchError as exc:
             return effect.cannot("memory", str(exc))
         return effect.note(f"gqa: {before} -> {want} key/value heads", kv_heads=want)
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """The config and every attention module's key/value projections have ``kv_heads``
+        heads (the KV cache is built from them)."""
+        model = prepared.model
+        want = self.config.kv_heads
+        n_heads, kv, head_dim = heads(model.config.to_dict())
+        attention = _attention_modules(model)
+        shapes = set()
+        for module in attention:
+            dim = head_dim or module.k_proj.out_features // kv
+            shapes.add((module.k_proj.out_features // dim, module.v_proj.out_features // dim))
+            shapes.add((n_heads // module.num_key_value_groups,) * 2)
+        found = (
+            f"config {kv} key/value heads; {len(attention)} attention modules project to "
+            f"{', '.join(sorted({str(k) for k, _ in shapes}))} key heads "
+            f"(asked for {want}, from {ctx.state['before']})"
+        )
+        ok = kv == want and shapes == {(want, want)}
+        return Applied(ok, found, {"gqa.kv_heads_after": float(kv)})
 
     def metrics(self, ctx: Context) -> dict[str, float]:
         return {

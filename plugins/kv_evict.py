@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness import Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
+from harness import Applied, Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
 from harness.estimate import Architecture, Effect, Shape
 from harness.kvcache import KVCodec
 from plugins.kv_policies import (
@@ -177,6 +177,31 @@ class KVEvict(Technique[KVEvictConfig]):
             )
         return int((c.budget_ratio or 0.0) * prompt)
 
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """At the end of the cell's last generation, layer 0 held at most the budget (SnapKV:
+        the budget plus the tokens generated after prefill) and had evicted something.
+
+        Evidence: ``kv.final_cache_tokens`` (kept per head, layer 0) and ``kv.seen_tokens``.
+        """
+        tally = ctx.state.get("tally")
+        budget = ctx.state["budget"]
+        if not tally or "kept" not in tally:
+            return Applied(False, "no generation went through the evicting cache")
+        kept, seen, evicted = tally["kept"], tally["seen"], tally["evicted"]
+        # SnapKV bounds the prompt only: generated tokens are appended after prefill.
+        bound = budget + (seen - tally["prompt"] if self.config.policy == "snapkv" else 0)
+        evidence = {"kv.final_cache_tokens": float(kept), "kv.seen_tokens": float(seen)}
+        found = f"layer 0 kept {kept} of {seen} tokens seen (budget {budget}, {evicted} evicted)"
+        if kept > bound:
+            return Applied(False, f"{found}: above the bound {bound}", evidence)
+        if evicted == 0:
+            return Applied(
+                False,
+                f"{found}: the cell's tokens never exceeded the budget, nothing evicted",
+                evidence,
+            )
+        return Applied(True, found, evidence)
+
     def metrics(self, ctx: Context) -> dict[str, float]:
         out = {"kv.budget_tokens": float(ctx.state["budget"])} if "budget" in ctx.state else {}
         if "tally" in ctx.state:
@@ -215,6 +240,19 @@ def _register() -> None:
 
 METRICS = [
     MetricDef("kv.budget_tokens", "tokens", False, "KV entries kept per head and layer"),
+    MetricDef(
+        "kv.final_cache_tokens",
+        "tokens",
+        False,
+        "KV entries held per head in layer 0 at the end of the cell's last generation "
+        "(verify: at most the budget)",
+    ),
+    MetricDef(
+        "kv.seen_tokens",
+        "tokens",
+        False,
+        "tokens that went through layer 0's cache in the cell's last generation",
+    ),
     MetricDef(
         "kv.evicted_tokens",
         "tokens",

@@ -80,7 +80,8 @@ class EvictingLayer(DynamicLayer):
         self.seen = 0
         self.evicted = 0
         self.scores: Any = None
-        #: where the evicted count is mirrored, so it outlives the cache (set by the owner)
+        #: where the evicted, seen and kept counts are mirrored after every step, so they
+        #: outlive the cache (set by the owner)
         self.tally: dict[str, int] | None = None
         #: the ``KVCodec`` whose codes hold the kept tokens (None: plain tensors)
         self.codec = codec
@@ -118,8 +119,16 @@ class EvictingLayer(DynamicLayer):
             self.values = torch.cat([values, residual[1]], dim=-2)
 
     def _settle(self, evicted: bool) -> None:
-        """End of a step: with a codec, store every kept token but the residual as codes."""
+        """End of a step: with a codec, store every kept token but the residual as codes;
+        the tally (when set) gets the tokens seen and kept after the step."""
         added, self.added = self.added, 0
+        self._store(evicted, added)
+        if self.tally is not None:
+            self.tally.setdefault("prompt", self.seen)  # the first step is the prefill
+            self.tally["seen"] = self.seen
+            self.tally["kept"] = self.kept()
+
+    def _store(self, evicted: bool, added: int) -> None:
         if self.codec is None:
             return
         keys: Any = self.keys

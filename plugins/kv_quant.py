@@ -31,7 +31,17 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import (
+    Applied,
+    Config,
+    Context,
+    Environment,
+    MetricDef,
+    Prepared,
+    Skip,
+    Technique,
+    hookimpl,
+)
 from harness.environment import package_versions
 from harness.estimate import Architecture, Effect, QuantizedKV, Shape
 from harness.estimate.arch import DTYPE_BYTES
@@ -115,7 +125,9 @@ class KVQuant(Technique[KVQuantConfig]):
             raise Skip(
                 f"QuantizedCache supports full-attention layers only; the model has {sorted(kinds)}"
             )
-        prepared.set_cache_storage(QuantizedStorage(self.config, config), self.name)
+        storage = QuantizedStorage(self.config, config)
+        ctx.state["storage"] = storage
+        prepared.set_cache_storage(storage, self.name)
         return prepared
 
     def estimate(self, effect: Effect, arch: Architecture, workload: Shape) -> Effect | None:
@@ -137,6 +149,20 @@ class KVQuant(Technique[KVQuantConfig]):
             )
         return effect.note(f"kv-quant: {stored.label}", kv=stored)
 
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Every layer of the cell's last KV cache quantized its tensors at least once
+        (``kv_quant.quantized_layers``), whole-cache or as a builder's codecs."""
+        counts = ctx.state["storage"].counts
+        if not counts:
+            return Applied(False, "no generation built a quantized KV cache")
+        quantized = sum(1 for n in counts if n > 0)
+        evidence = {"kv_quant.quantized_layers": float(quantized)}
+        found = (
+            f"{quantized} of {len(counts)} cache layers stored {self.config.bits}-bit codes "
+            f"({self.config.backend}; {sum(counts)} quantizations in the last generation)"
+        )
+        return Applied(quantized == len(counts), found, evidence)
+
 
 class QuantizedStorage:
     """kv-quant as a ``harness.kvcache.KVStorage``: transformers' ``QuantizedCache``, whole or
@@ -145,9 +171,15 @@ class QuantizedStorage:
     def __init__(self, c: KVQuantConfig, model_config: Any) -> None:
         self.c = c
         self.model_config = model_config
+        #: quantizations per layer of the cache built last (what ``verify`` reads)
+        self.counts: list[int] = []
 
     def cache(self) -> Any:
-        return make_cache(self.c, self.model_config)
+        cache = make_cache(self.c, self.model_config)
+        self.counts = [0] * len(cache.layers)
+        for i, layer in enumerate(cache.layers):
+            layer._quantize = _counting(layer._quantize, self.counts, i)
+        return cache
 
     def codecs(self) -> list[QuantizedCodec]:
         return [QuantizedCodec(layer) for layer in self.cache().layers]
@@ -179,6 +211,17 @@ class QuantizedCodec:
         return self.layer._dequantize(codes)
 
 
+def _counting(quantize: Any, counts: list[int], i: int) -> Any:
+    """``quantize`` that counts its calls in ``counts[i]`` (an instance attribute shadows
+    the layer's method, so the cache and the codecs' calls both go through it)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        counts[i] += 1
+        return quantize(*args, **kwargs)
+
+    return run
+
+
 def make_cache(c: KVQuantConfig, model_config: Any) -> Any:
     """A fresh ``QuantizedCache`` for one generation."""
     from transformers import QuantizedCache
@@ -199,6 +242,21 @@ def make_cache(c: KVQuantConfig, model_config: Any) -> Any:
 @hookimpl
 def register_techniques() -> list[type[Technique]]:
     return [KVQuant]
+
+
+METRICS = [
+    MetricDef(
+        "kv_quant.quantized_layers",
+        "layers",
+        True,
+        "cache layers that stored quantized codes in the cell's last generation (verify)",
+    ),
+]
+
+
+@hookimpl
+def register_metrics() -> list[MetricDef]:
+    return METRICS
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Technique, hookimpl
+from harness import Applied, Config, Context, Environment, MetricDef, Prepared, Technique, hookimpl
 from harness.environment import package_versions
 from harness.estimate import Architecture, Effect, QuantizedWeights, Shape
 from plugins.optim import TRAIN_EXTRA
@@ -71,6 +71,21 @@ class Lora(Technique[LoraConfig]):
             optimizer_state_bytes=8.0 * adapters + 4.0 * 2 * len(targets),
         )
 
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Only adapter weights are trainable, and there are some (``lora.trainable_share``:
+        trainable / all parameters)."""
+        named = list(prepared.model.named_parameters())
+        trainable = [(n, p) for n, p in named if p.requires_grad]
+        adapters = [n for n, _ in trainable if "lora_" in n]
+        total = sum(p.numel() for _, p in named)
+        share = sum(p.numel() for _, p in trainable) / total if total else 0.0
+        found = (
+            f"{len(adapters)} adapter tensors of {len(trainable)} trainable tensors "
+            f"({share:.2%} of the parameters train)"
+        )
+        ok = bool(adapters) and len(adapters) == len(trainable)
+        return Applied(ok, found, {"lora.trainable_share": share})
+
 
 class Qlora(Lora):
     """LoRA adapters on a 4-bit NF4 (bitsandbytes) base model."""
@@ -96,10 +111,31 @@ class Qlora(Lora):
         out = super().estimate(effect.note("qlora: NF4 base", weights=base), arch, workload)
         return out
 
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """LoRA's check, and the base linear layers are bitsandbytes 4-bit layers."""
+        import bitsandbytes as bnb
+
+        adapters = super().verify(prepared, ctx)
+        base = sum(isinstance(m, bnb.nn.Linear4bit) for m in prepared.model.modules())
+        found = f"{adapters.reason}; {base} 4-bit NF4 base layers"
+        return Applied(adapters.ok and base > 0, found, adapters.evidence)
+
 
 @hookimpl
 def register_techniques() -> list[type[Technique]]:
     return [Lora, Qlora]
+
+
+@hookimpl
+def register_metrics() -> list[MetricDef]:
+    return [
+        MetricDef(
+            "lora.trainable_share",
+            "fraction",
+            False,
+            "trainable / all parameters of the adapted model (verify: only adapters train)",
+        )
+    ]
 
 
 @hookimpl

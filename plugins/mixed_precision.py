@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import Applied, Config, Context, Environment, Prepared, Skip, Technique, hookimpl
 from harness.estimate import Architecture, Effect, Shape
 from plugins.precision import DTYPES
 
@@ -39,6 +39,14 @@ class MixedPrecision(Technique[MixedPrecisionConfig]):
         """Forward and saved activations in the autocast dtype; weights stay fp32."""
         dtype = DTYPES[self.config.dtype]
         return effect.note(f"mixed-precision: autocast to {dtype}", autocast_dtype=dtype)
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """The stack still asks the training loop for this autocast dtype, and the master
+        weights stayed fp32 (the loop's autocast does the rest)."""
+        want = DTYPES[self.config.dtype]
+        weights = {str(p.dtype).removeprefix("torch.") for p in prepared.model.parameters()}
+        found = f"autocast {prepared.autocast_dtype}, master weights {sorted(weights)}"
+        return Applied(prepared.autocast_dtype == want and weights == {"float32"}, found)
 
 
 @hookimpl

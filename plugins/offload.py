@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from harness import (
+    Applied,
     BenchError,
     Config,
     Context,
@@ -104,6 +105,23 @@ class Offload(Technique[OffloadConfig]):
             offload_weights=c.weights,
             offload_kv=c.kv_cache,
         )
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Bytes are resident off the accelerator: weights held by accelerate's hooks in CPU
+        memory (``offload.bytes_off_device``), and with ``kv_cache`` the last generation's
+        cache layers in CPU memory (``offload.kv_bytes_off_device``)."""
+        out = self.metrics(ctx)
+        parts = [f"{out['offload.bytes_off_device'] / 2**20:.1f} MiB of weights in CPU memory"]
+        failed = []
+        if self.config.weights > 0 and out["offload.bytes_off_device"] <= 0:
+            failed.append("no weights were placed in CPU memory")
+        if self.config.kv_cache:
+            kv = out.get("offload.kv_bytes_off_device", 0.0)
+            parts.append(f"{kv / 2**20:.2f} MiB of the KV cache in CPU memory")
+            if kv <= 0:
+                failed.append("no KV-cache bytes were held in CPU memory")
+        found = "; ".join(parts)
+        return Applied(not failed, found + (f": {', '.join(failed)}" if failed else ""), out)
 
     def metrics(self, ctx: Context) -> dict[str, float]:
         """Bytes held in CPU memory instead of the accelerator.

@@ -4,8 +4,10 @@ Each of them only swaps AdamW for another optimizer over the same trainable para
 the learning rate the ``train`` workload asks for. :class:`OptimizerTechnique` does that
 once: its ``check`` skips when the optimizer's library is missing, and its ``prepare`` sets
 ``Prepared.optimizer_factory`` to the subclass's :meth:`~OptimizerTechnique.optimizer`.
-:func:`projected_groups` is the parameter split of the low-rank projection methods. Not a
-plugin itself: it registers nothing.
+:func:`projected_groups` is the parameter split of the low-rank projection methods, and
+:meth:`~OptimizerTechnique.verify` checks the optimizer the loop built (its state's dtype
+or rank). Registered as a plugin only for the metrics of those checks; it registers no
+technique.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
-from harness import Context, Environment, Prepared, Technique
+from harness import Applied, Context, Environment, MetricDef, Prepared, Technique, hookimpl
 from harness.estimate import Architecture, Linear
 from harness.technique import ConfigT
 from harness.workloads.train import train_params, trainable
@@ -43,10 +45,27 @@ class OptimizerTechnique(Technique[ConfigT]):
         lr = train_params(ctx.workload).lr
 
         def factory(model: Any) -> Any:
-            return self.optimizer(model, lr)
+            optimizer = self.optimizer(model, lr)
+            ctx.state["optimizer"] = optimizer  # for verify; released when the cell ends
+            return optimizer
 
         prepared.optimizer_factory = factory
+        prepared.cleanup.append(lambda: ctx.state.pop("optimizer", None))
         return prepared
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """The training loop built this technique's optimizer and it holds state; subclasses
+        add what their optimizer must hold (dtype, rank)."""
+        optimizer = ctx.state.get("optimizer")
+        if optimizer is None or prepared.optimizer_factory is None:
+            return Applied(False, f"the training loop did not build the {self.name} optimizer")
+        if not optimizer.state:
+            return Applied(False, f"{type(optimizer).__name__} holds no state: it never stepped")
+        return self.check_state(optimizer)
+
+    def check_state(self, optimizer: Any) -> Applied:
+        """What the stepped optimizer's state must show; by default, that it has some."""
+        return Applied(True, f"{type(optimizer).__name__} stepped: {len(optimizer.state)} states")
 
 
 def projected_params(model: Any, targets: Sequence[str]) -> list[Any]:
@@ -102,3 +121,57 @@ def adamw_rest_bytes(arch: Architecture, projected: Sequence[Linear]) -> float:
     (the projection optimizers keep ``step`` as a Python int: no tensor)."""
     low = sum(lin.numel for lin in projected)
     return 8.0 * (arch.n_params - low)
+
+
+def low_rank_check(optimizer: Any, rank: int) -> Applied:
+    """The projected parameters (groups with a ``rank``) hold moments of rank ``rank``.
+
+    A projected parameter of shape m×n passes when its state has a tensor (a moment of the
+    projected gradient) whose shape differs from m×n and has a side of ``rank`` (or of
+    min(m, n) when ``rank`` exceeds it). Evidence: ``optim.low_rank_share``, the share of
+    projected parameters with state that pass, and ``optim.state_rank``.
+    """
+    import torch
+
+    projected = [
+        p
+        for group in optimizer.param_groups
+        if "rank" in group
+        for p in group["params"]
+        if optimizer.state.get(p)
+    ]
+    passing = 0
+    for p in projected:
+        want = min(rank, *p.shape) if p.dim() == 2 else rank
+        tensors = [t for t in optimizer.state[p].values() if isinstance(t, torch.Tensor)]
+        if any(t.shape != p.shape and want in t.shape for t in tensors):
+            passing += 1
+    share = passing / len(projected) if projected else 0.0
+    evidence = {"optim.low_rank_share": share, "optim.state_rank": float(rank)}
+    found = (
+        f"{passing} of {len(projected)} projected weights hold rank-{rank} moments "
+        f"({type(optimizer).__name__})"
+    )
+    return Applied(bool(projected) and passing == len(projected), found, evidence)
+
+
+METRICS = [
+    MetricDef(
+        "optim.low_rank_share",
+        "fraction",
+        True,
+        "share of projected weights whose optimizer moments have the projection rank (verify)",
+    ),
+    MetricDef("optim.state_rank", "rank", False, "rank of the projected optimizer moments"),
+    MetricDef(
+        "optim.state_8bit_share",
+        "fraction",
+        True,
+        "share of the trainable elements whose moments are stored in 8 bits (verify)",
+    ),
+]
+
+
+@hookimpl
+def register_metrics() -> list[MetricDef]:
+    return METRICS

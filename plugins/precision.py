@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import Applied, Config, Context, Environment, Prepared, Skip, Technique, hookimpl
 from harness.estimate import Architecture, Effect, Shape
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # config -> torch dtype
@@ -45,6 +45,17 @@ class Precision(Technique[PrecisionConfig]):
         """Weights, activations and KV cache in the chosen dtype."""
         dtype = DTYPES[self.config.dtype]
         return effect.note(f"precision: everything in {dtype}", dtype=dtype)
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Every floating-point parameter and buffer is in the configured dtype."""
+        tensors = [*prepared.model.parameters(), *prepared.model.buffers()]
+        floating = [t for t in tensors if t.is_floating_point()]
+        want = DTYPES[self.config.dtype]
+        other = sorted({str(t.dtype).removeprefix("torch.") for t in floating} - {want})
+        found = (
+            f"{len(floating)} floating-point tensors, dtypes other than {want}: {other or 'none'}"
+        )
+        return Applied(bool(floating) and not other, found)
 
 
 @hookimpl

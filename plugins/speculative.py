@@ -28,7 +28,17 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness import BenchError, Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
+from harness import (
+    Applied,
+    BenchError,
+    Config,
+    Context,
+    MetricDef,
+    Prepared,
+    Skip,
+    Technique,
+    hookimpl,
+)
 from harness.estimate import Architecture, Effect, Shape
 from harness.footprint import module_bytes
 
@@ -178,6 +188,23 @@ class Speculative(Technique[SpeculativeConfig]):
             return replace(out, draft=draft, extra_weights_bytes=effect.extra_weights_bytes + held)
         return out
 
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Target passes verified drafted tokens in the cell's generations
+        (``spec.generate_calls``, ``spec.drafted_tokens``; the acceptance rate is a metric)."""
+        counter: PassCounter = ctx.state["counter"]
+        evidence = {
+            "spec.generate_calls": float(counter.calls),
+            "spec.drafted_tokens": float(counter.drafted),
+        }
+        accepted = counter.emitted - counter.passes
+        found = (
+            f"{counter.calls} generate calls, {counter.passes} target passes verified "
+            f"{counter.drafted} drafted tokens ({self.config.method}), {accepted} accepted"
+        )
+        if counter.calls == 0 or counter.drafted <= 0:
+            return Applied(False, f"{found}: nothing was drafted", evidence)
+        return Applied(True, found, evidence)
+
     def metrics(self, ctx: Context) -> dict[str, float]:
         out = ctx.state["counter"].metrics() if "counter" in ctx.state else {}
         if "draft_weights_bytes" in ctx.state:
@@ -285,6 +312,18 @@ METRICS = [
     ),
     MetricDef("spec.drafted_per_pass", "tok/pass", False, "draft tokens verified per target pass"),
     MetricDef("spec.draft_weights_bytes", "bytes", False, "weight bytes of the draft model"),
+    MetricDef(
+        "spec.generate_calls",
+        "calls",
+        False,
+        "generate calls that went through assisted generation in the measure workload",
+    ),
+    MetricDef(
+        "spec.drafted_tokens",
+        "tokens",
+        False,
+        "draft tokens the target verified over those calls (verify: more than 0)",
+    ),
 ]
 
 

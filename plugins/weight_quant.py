@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from harness import (
+    Applied,
     BenchError,
     Config,
     Context,
@@ -97,6 +98,8 @@ class WeightQuant(Technique[WeightQuantConfig]):
         backend = self.backend_for(ctx.env)
         model = prepared.model
         ctx.state["linear_numel"] = _linear_numel(model)
+        ctx.state["targets"] = [name for name, _ in qb.targets(model, c.skip_modules)]
+        ctx.state["linear_bytes_before"] = component_bytes(model)["linear"]
         count = qb.quantize(
             model, backend, c.bits, c.format, c.group_size, c.skip_modules, ctx.device
         )
@@ -125,6 +128,27 @@ class WeightQuant(Technique[WeightQuantConfig]):
         )
         return effect.note(f"weight-quant: {stored.label}", weights=stored, dtype=dtype)
 
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        """Every targeted linear layer was replaced by a quantized one, and the linear
+        layers hold fewer bytes than before (``weight_quant.replaced_share``)."""
+        model = ctx.state["model"]
+        names = ctx.state["targets"]
+        replaced = [n for n in names if is_quantized(model.get_submodule(n))]
+        before = ctx.state["linear_bytes_before"]
+        after = component_bytes(model)["linear"]
+        share = len(replaced) / len(names) if names else 0.0
+        evidence = {"weight_quant.replaced_share": share}
+        found = (
+            f"{len(replaced)} of {len(names)} targeted linear layers quantized; linear bytes "
+            f"{before / 2**20:.3g} MiB → {after / 2**20:.3g} MiB"
+        )
+        if len(replaced) < len(names):
+            missed = ", ".join(n for n in names if n not in replaced)[:200]
+            return Applied(False, f"{found} (still full precision: {missed})", evidence)
+        if after >= before:
+            return Applied(False, f"{found}: nothing was packed", evidence)
+        return Applied(True, found, evidence)
+
     def metrics(self, ctx: Context) -> dict[str, float]:
         """Component bytes of the quantized model and the effective bits per linear weight.
 
@@ -141,6 +165,20 @@ class WeightQuant(Technique[WeightQuantConfig]):
         if numel:
             out["weight_quant.bits_per_weight"] = 8.0 * parts["linear"] / numel
         return out
+
+
+def is_quantized(module: object) -> bool:
+    """Whether a (formerly ``torch.nn.Linear``) module holds quantized weights: a library's
+    layer class (bitsandbytes, optimum-quanto, hqq), a tensor-subclass weight (torchao) or
+    integer weights."""
+    import torch
+
+    weight = getattr(module, "weight", None)
+    if type(module) is not torch.nn.Linear:
+        return True
+    return type(weight) not in (torch.nn.Parameter, torch.Tensor) or not (
+        weight is not None and weight.is_floating_point()
+    )
 
 
 def _linear_numel(model: object) -> int:
@@ -176,6 +214,13 @@ METRICS = [
         "bytes",
         False,
         "bytes held by embedding layers (and output heads tied to them)",
+    ),
+    MetricDef(
+        "weight_quant.replaced_share",
+        "fraction",
+        True,
+        "share of the targeted linear layers holding quantized weights after prepare "
+        "(verify: 1 when the technique took effect)",
     ),
     MetricDef(
         "weight_quant.bits_per_weight",

@@ -27,7 +27,7 @@ def test_compare_is_exact_on_known_distributions() -> None:
     p = torch.tensor([[0.5, 0.5, 0.0 + 1e-30], [0.9, 0.05, 0.05]]).log()
     q = torch.tensor([[0.25, 0.75, 1e-30], [0.8, 0.1, 0.1]]).log()
     agree, kl = compare(p, q)
-    assert agree == 1  # row 0: argmax p = 0 (first of a tie), argmax q = 1; row 1: both 0
+    assert agree == [False, True]  # row 0: argmax p = 0 (first of a tie), argmax q = 1
     expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
     expected += 0.9 * math.log(0.9 / 0.8) + 2 * 0.05 * math.log(0.05 / 0.1)
     assert kl == pytest.approx(expected, rel=1e-5)
@@ -45,6 +45,9 @@ def test_a_model_agrees_with_itself_exactly(tiny: Any) -> None:
     assert got["accuracy.top1_agreement"].value == 1.0
     assert got["accuracy.kl_div"].value == 0.0
     assert got["accuracy.top1_agreement"].n == 96
+    # Evidence per position (top-1) and per window (KL): 96 positions in windows of 64 + 32.
+    assert got["accuracy.top1_agreement"].samples == (1.0,) * 96
+    assert got["accuracy.kl_div"].samples == (0.0, 0.0)
 
 
 def test_reference_outputs_are_computed_once_per_worker_model_and_params(

@@ -288,9 +288,10 @@ def test_short_windows_are_extended_and_energy_is_per_run(meter: type[Meter]) ->
     min_window = 0.6
     values = _run({"repeats": 3, "min_energy_window_s": min_window}, with_meter=True)
 
-    idle, *timed = meter.windows
+    idle, *measured = meter.windows
     assert idle[0] == 0  # the idle window ran nothing
-    assert len(timed) == 3
+    assert len(measured) == 6  # 3 timed windows, then 3 prefill windows (energy per phase)
+    timed, prefill = measured[:3], measured[3:]
     g = meter.generations[1:]  # after the warm-up
     for runs, began, ended in timed:
         assert ended - began >= min_window
@@ -299,6 +300,9 @@ def test_short_windows_are_extended_and_energy_is_per_run(meter: type[Meter]) ->
         assert window_runs[-1] - window_runs[0] < min_window
         # ... and a window of one run is one whose run alone lasted min_window.
         assert runs >= 2 or g[0] - window_runs[0] >= min_window
+    for runs, began, ended in prefill:  # one-token runs, extended the same way
+        assert ended - began >= min_window
+        g = g[runs:]
     assert len(g) == 1  # then the untimed memory run
     # A 2-token generation of the tiny model takes milliseconds: windows were extended.
     assert max(runs for runs, _, _ in timed) >= 2

@@ -107,6 +107,9 @@ def test_values_group_by_half_and_by_power_of_two_length() -> None:
     assert values["accuracy.passkey_512"].value == 0.5
     assert "accuracy.passkey_1000" not in values  # not a registered length
     assert values["accuracy.passkey"].n == 4
+    # Each trial's outcome, in order: what flips against the reference are counted from.
+    assert values["accuracy.passkey"].samples == (1.0, 0.0, 1.0, 1.0)
+    assert values["accuracy.passkey_first_half"].samples == ()
 
 
 class _Oracle:

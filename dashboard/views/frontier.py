@@ -79,7 +79,8 @@ def render(snapshot: Snapshot) -> None:
         st.vega_lite_chart(spec, key=f"pf_chart{i}")
         front = points[points["on_front"]]
         st.caption(
-            f"{len(front)} of {len(points)} stacks on the front; faded triangles are dominated."
+            f"{len(front)} of {len(points)} stacks on the front; faded triangles are dominated, "
+            "crosses failed a quality gate of their suite (never on the front)."
         )
         table = front.assign(
             **{

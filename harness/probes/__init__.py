@@ -101,11 +101,15 @@ class Probe(ABC):
             (runs around timed windows: energy).
         metrics: Every metric ``stop()`` can emit, with units and directions.
         device: The torch device string this probe measures (``"cpu"``, ``"cuda:0"``).
+        slows: Whether the probe slows the measured code down (the CPU allocator's
+            profiler): windows that are also timed, such as the one-time costs of loading
+            and preparing (``harness.costs``), leave it out.
     """
 
     name: ClassVar[str]
     phase: ClassVar[Phase]
     metrics: ClassVar[tuple[MetricDef, ...]]
+    slows: ClassVar[bool] = False
 
     def __init__(self, device: str) -> None:
         self.device = device

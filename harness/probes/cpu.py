@@ -74,6 +74,7 @@ class CpuAllocatorProbe(Probe):
     phase: ClassVar[Phase] = "memory"
     metrics: ClassVar[tuple[MetricDef, ...]] = (WINDOW_PEAK_BYTES,)
     source: ClassVar[str] = "torch-profiler"
+    slows: ClassVar[bool] = True
 
     def __init__(self, device: str) -> None:
         super().__init__(device)

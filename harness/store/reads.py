@@ -270,3 +270,17 @@ def fingerprints(connection: Connection, *, run_id: int) -> dict[str, dict[str, 
     """Cell key -> stored fingerprint (None before migration 0005) of the run's cells."""
     stmt = select(Cell.key, Cell.fingerprint).where(Cell.run_id == run_id).order_by(Cell.id)
     return {key: fingerprint for key, fingerprint in connection.execute(stmt)}
+
+
+def metric_reasons(
+    connection: Connection, name: str, *, run_id: int | None, suite: str | None
+) -> dict[str, str]:
+    """The reason stored with metric ``name`` per cell key, for the chosen cells (those of
+    ``cells_frame``); cells without the metric or without a reason are left out."""
+    stmt = (
+        select(Cell.key, Metric.reason)
+        .join(Metric, Metric.cell_id == Cell.id)
+        .where(Cell.id.in_(_chosen(run_id, suite).scalar_subquery()), Metric.name == name)
+        .order_by(Cell.id)
+    )
+    return {key: reason for key, reason in connection.execute(stmt) if reason}

@@ -494,6 +494,14 @@ class Store:
                 f"{self._where}: no run with id {run_id}. 'bench runs' lists the runs."
             )
 
+    def metric_reasons(
+        self, name: str, *, run_id: int | None = None, suite: str | None = None
+    ) -> dict[str, str]:
+        """The reason stored with metric ``name`` (a gate's verdict, a check's finding) per
+        cell key, for the cells :meth:`cells_frame` chooses."""
+        with self._read() as connection:
+            return reads.metric_reasons(connection, name, run_id=run_id, suite=suite)
+
     def export(self, fmt: ExportFormat, path: str | Path, *, run_id: int | None = None) -> int:
         """Write :meth:`cells_frame` (without CI columns) to a file.
 

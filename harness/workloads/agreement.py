@@ -9,6 +9,10 @@ distribution at every position. Over the N positions:
 - ``accuracy.kl_div`` = (1/N) Σ KL(p_ref ‖ p_stack) = (1/N) Σ Σ_v p_ref(v) (log p_ref(v) −
   log p_stack(v)), in nats (the direction llama.cpp's KL-divergence statistic uses).
 
+Per-sample evidence: ``accuracy.top1_agreement`` keeps one sample per position (1 agree,
+0 not) and ``accuracy.kl_div`` one per window (that window's mean KL), so where in the
+text a stack departs from the unmodified model is stored, not only the average.
+
 The reference log-probabilities are this task's ``reference`` outputs: the harness computes
 them once per worker, model and parameters on the unmodified model and hands them over as
 ``WorkloadContext.reference`` (on the CPU, so they never count in a later cell's device
@@ -52,14 +56,14 @@ def log_probs(model: Any, ids: list[int], window: int, device: str) -> list[Any]
         ]
 
 
-def compare(reference: Any, candidate: Any) -> tuple[int, float]:
-    """(positions whose top-1 tokens agree, Σ KL(p_ref ‖ p_cand) in nats) over one window.
+def compare(reference: Any, candidate: Any) -> tuple[list[bool], float]:
+    """(top-1 agreement per position, Σ KL(p_ref ‖ p_cand) in nats) over one window.
 
     Both arguments are log-probabilities of shape (positions, vocabulary).
     """
     import torch
 
-    agree = int((reference.argmax(-1) == candidate.argmax(-1)).sum())
+    agree: list[bool] = (reference.argmax(-1) == candidate.argmax(-1)).tolist()
     # kl_div(input=log q, target=log p, log_target=True) sums p (log p − log q).
     kl = torch.nn.functional.kl_div(candidate, reference, reduction="sum", log_target=True)
     return agree, float(kl.double())
@@ -100,18 +104,35 @@ class Agreement(Workload[AgreementParams]):
         check_length(prepared.model, p.window, "agreement window")
         ids = self._ids(ctx)
         reference = ctx.reference
-        agree, kl = 0, 0.0
+        agree: list[float] = []
+        kl: list[tuple[float, int]] = []  # (Σ KL, positions) per window
         with torch.inference_mode():
             for ref, piece in zip(reference, windows(ids, p.window), strict=True):
                 cand = window_log_probs(prepared.model, piece, ctx.device, keep=len(piece))
                 a, k = compare(ref, cand.cpu())
-                agree, kl = agree + a, kl + k
+                agree.extend(1.0 if ok else 0.0 for ok in a)
+                kl.append((k, len(piece)))
         n = len(ids)
         source = f"{p.text}:eval"
+        total_kl = sum(k for k, _ in kl)
         return Measurement(
             (
-                Value("accuracy.top1_agreement", agree / n, "fraction", n=n, source=source),
-                Value("accuracy.kl_div", kl / n, "nats", n=n, source=source),
+                Value(
+                    "accuracy.top1_agreement",
+                    sum(agree) / n,
+                    "fraction",
+                    n=n,
+                    source=source,
+                    samples=tuple(agree),
+                ),
+                Value(
+                    "accuracy.kl_div",
+                    total_kl / n,
+                    "nats",
+                    n=n,
+                    source=source,
+                    samples=tuple(k / m for k, m in kl),
+                ),
             )
         )
 

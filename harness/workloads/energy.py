@@ -19,6 +19,22 @@ Formulas, for window i of energy E_i (J), duration t_i (s) holding r_i runs of T
 each stored as the median over windows with its 95% CI (``harness.meter.summarize``) and
 the probe's source (``nvml-counter``, ``nvml-power``, ``rapl``). Where no probe can
 measure, every one of them is null with the reason, never zero and never an estimate.
+
+Per phase (``generate``, :func:`phase_values`): after the timed windows, as many *prefill
+windows* run the same prompts for one token only (``max_new_tokens=1``: the prompt's
+forward pass and the first token, what TTFT times), each extended like the others. For
+prefill window i of energy E'_i, t'_i and r'_i runs, P = batch × prompt_tokens prompt
+tokens and D = batch × (new_tokens − 1) decoded tokens:
+
+- ``energy.prefill_j``               = E'_i / r'_i
+- ``energy.prefill_j_per_token``     = E'_i / (r'_i · P)
+- ``energy.decode_j``                = E_i / r_i − E'_i / r'_i (window i of the full runs)
+- ``energy.decode_j_per_token``      = (E_i / r_i − E'_i / r'_i) / D
+- ``energy.net_prefill_j_per_token`` = (E'_i − P_idle · t'_i) / (r'_i · P)
+- ``energy.net_decode_j_per_token``  = ((E_i − P_idle · t_i) / r_i − (E'_i − P_idle · t'_i)
+  / r'_i) / D
+
+(medians over i with their 95% CIs); the source says the prefill came from one-token runs.
 """
 
 from __future__ import annotations
@@ -80,6 +96,108 @@ class EnergyWindow:
     energy_j: float
     duration_s: float
     runs: int
+
+
+PHASE_METRICS = [
+    MetricDef("energy.prefill_j", "J", False, "energy of one prefill: a one-token run's energy"),
+    MetricDef(
+        "energy.prefill_j_per_token",
+        "J/token",
+        False,
+        "prefill energy per prompt token: one-token run energy / (batch × prompt_tokens)",
+    ),
+    MetricDef(
+        "energy.net_prefill_j_per_token",
+        "J/token",
+        False,
+        "prefill energy per prompt token above idle power",
+    ),
+    MetricDef(
+        "energy.decode_j",
+        "J",
+        False,
+        "energy of the decode phase of one run: full-run energy − one-token-run energy",
+    ),
+    MetricDef(
+        "energy.decode_j_per_token",
+        "J/token",
+        False,
+        "decode energy per decoded token: decode energy / (batch × (new_tokens − 1))",
+    ),
+    MetricDef(
+        "energy.net_decode_j_per_token",
+        "J/token",
+        False,
+        "decode energy per decoded token above idle power",
+    ),
+]
+PHASE_NAMES = tuple(m.name for m in PHASE_METRICS)
+
+
+def null_phase_values(reason: str) -> list[Value]:
+    """Every per-phase energy metric as null, each carrying ``reason``."""
+    return [Value(m.name, None, m.unit, reason=reason) for m in PHASE_METRICS]
+
+
+def phase_values(
+    full: Sequence[EnergyWindow],
+    prefill: Sequence[EnergyWindow],
+    idle: Value,
+    prompt_tokens: int,
+    decode_tokens: int,
+    source: str | None,
+) -> list[Value]:
+    """Prefill and decode energy, gross and net, per run and per token (module formulas).
+
+    Args:
+        full: The timed windows of full runs, in order.
+        prefill: The prefill windows (one-token runs), as many as ``full``, in order.
+        idle: ``power.idle_w``; its null value makes the net values null with its reason.
+        prompt_tokens: Prompt tokens of one run (batch × prompt_tokens).
+        decode_tokens: Tokens one run decodes after the first (batch × (new_tokens − 1)).
+        source: The energy probe's source.
+    """
+    pairs = list(zip(full, prefill, strict=False))
+    per_run = {
+        "energy.prefill_j": [p.energy_j / p.runs for _, p in pairs],
+        "energy.prefill_j_per_token": [p.energy_j / (p.runs * prompt_tokens) for _, p in pairs],
+        "energy.decode_j": [f.energy_j / f.runs - p.energy_j / p.runs for f, p in pairs],
+        "energy.decode_j_per_token": [
+            (f.energy_j / f.runs - p.energy_j / p.runs) / decode_tokens for f, p in pairs
+        ],
+    }
+    if idle.value is not None:
+        watts = idle.value
+
+        def net(w: EnergyWindow) -> float:
+            return (w.energy_j - watts * w.duration_s) / w.runs
+
+        per_run["energy.net_prefill_j_per_token"] = [net(p) / prompt_tokens for _, p in pairs]
+        per_run["energy.net_decode_j_per_token"] = [
+            (net(f) - net(p)) / decode_tokens for f, p in pairs
+        ]
+    units = {m.name: m.unit for m in PHASE_METRICS}
+    where = f"{source}; prefill from one-token runs" if source else "one-token runs"
+    values = []
+    for metric in PHASE_METRICS:
+        samples = per_run.get(metric.name)
+        if samples is None:
+            values.append(Value(metric.name, None, metric.unit, reason=idle.reason))
+            continue
+        s = summarize(samples)
+        values.append(
+            Value(
+                metric.name,
+                s.median,
+                units[metric.name],
+                s.ci_low,
+                s.ci_high,
+                s.n,
+                where[:64],
+                samples=tuple(samples),
+            )
+        )
+    return values
 
 
 def null_energy_values(reason: str) -> list[Value]:

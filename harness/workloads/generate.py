@@ -15,7 +15,9 @@ needs 100), else null with the reason.
 Energy (``harness.workloads.energy``): where an energy probe is available each timed
 window runs the generation again until it lasts ``policy.min_energy_window_s``, and the
 window's energy is divided by its runs; latency comes from the window's first run only.
-Without an energy probe a window holds exactly one run.
+Then as many prefill windows run one-token generations of the same prompts, so energy is
+split into prefill and decode (``phase_values``). Without an energy probe a window holds
+exactly one run and no prefill window runs.
 """
 
 from __future__ import annotations
@@ -46,11 +48,14 @@ from harness.technique import Config, Prepared
 from harness.workloads import Workload, WorkloadContext
 from harness.workloads.energy import (
     ENERGY_METRICS,
+    PHASE_METRICS,
     EnergyWindow,
     energy_unavailable_reason,
     energy_values,
     idle_power,
     null_energy_values,
+    null_phase_values,
+    phase_values,
 )
 
 if TYPE_CHECKING:
@@ -134,16 +139,54 @@ def eos_token_ids(model: Any) -> list[int]:
     return [int(eos)] if isinstance(eos, int) else [int(i) for i in eos]
 
 
-def suppress_eos(model: Any, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+class EosWatch:
+    """A logits processor that notes, per row and step, whether greedy decoding would have
+    picked end-of-sequence there, before ``SuppressEos`` forbids it.
+
+    The step is read from the sequence length, not counted, so a step that assisted
+    generation scores more than once keeps its last scoring: the one whose prefix was
+    accepted. ``natural_lengths`` turns the notes into each row's natural output length.
+    Used only in the untimed memory run (an argmax per step).
+
+    Args:
+        eos_token_ids: The ids generation would stop at.
+        prompt_tokens: Length of the prompt (step 0 is the first generated token).
+    """
+
+    def __init__(self, eos_token_ids: Sequence[int], prompt_tokens: int) -> None:
+        self._ids = list(eos_token_ids)
+        self._prompt = prompt_tokens
+        self.picked: dict[int, list[bool]] = {}  # step -> per row: argmax is an EOS id
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        picks = scores.argmax(-1).tolist()
+        self.picked[input_ids.shape[1] - self._prompt] = [p in self._ids for p in picks]
+        return scores
+
+    def natural_lengths(self, rows: int, new_tokens: int) -> list[int]:
+        """Per row: tokens generated before the first end-of-sequence pick (``new_tokens``
+        when there is none)."""
+        out = []
+        for r in range(rows):
+            hits = [s for s, picked in self.picked.items() if picked[r] and s < new_tokens]
+            out.append(min(hits) if hits else new_tokens)
+        return out
+
+
+def suppress_eos(
+    model: Any, generate_kwargs: dict[str, Any], watch: EosWatch | None = None
+) -> dict[str, Any]:
     """``logits_processor`` keywords that make greedy decoding run to ``max_new_tokens``:
-    the stack's own processors followed by ``SuppressEos`` (empty without EOS ids)."""
+    the stack's own processors, ``watch`` if given, then ``SuppressEos`` (empty without
+    EOS ids)."""
     eos = eos_token_ids(model)
     if not eos:
         return {}
     from transformers import LogitsProcessorList
 
     extra = generate_kwargs.get("logits_processor") or []
-    return {"logits_processor": LogitsProcessorList([*extra, SuppressEos(eos)])}
+    watching = [watch] if watch is not None else []
+    return {"logits_processor": LogitsProcessorList([*extra, *watching, SuppressEos(eos)])}
 
 
 @functools.lru_cache(maxsize=8)
@@ -213,12 +256,14 @@ class Generate(Workload[GenerateParams]):
         ids = ids.to(ctx.device)
         model = prepared.model
         kwargs = suppress_eos(model, prepared.generate_kwargs)
+        watch = EosWatch(eos_token_ids(model), p.prompt_tokens)
 
-        def once(streamer: _TokenClock | None = None) -> Any:
+        def once(streamer: _TokenClock | None = None, *, watched: bool = False) -> Any:
             args = prepared.generate_args(ids, p.new_tokens, ctx.tokenizer)
+            extra = suppress_eos(model, prepared.generate_kwargs, watch) if watched else kwargs
             with torch.inference_mode():
                 return model.generate(
-                    **{**args, **kwargs}, return_dict_in_generate=True, streamer=streamer
+                    **{**args, **extra}, return_dict_in_generate=True, streamer=streamer
                 )
 
         timing = [pr for pr in ctx.probes if pr.phase == "timing" and pr.unavailable() is None]
@@ -256,8 +301,27 @@ class Generate(Workload[GenerateParams]):
         tokens = out.sequences[:, ids.shape[1] :].tolist()
         del out
 
+        prefill_windows: list[tuple[list[Value], float, int]] = []
+        if energy is not None and idle is not None:
+
+            def prefill_once() -> None:
+                args = prepared.generate_args(ids, 1, ctx.tokenizer, speculate=False)
+                with torch.inference_mode():
+                    model.generate(**{**args, **kwargs})
+
+            for _ in windows:
+                sync(ctx.device)
+                with window([energy]) as measured:
+                    t0 = t_end = clock(ctx.device)
+                    runs = 0
+                    while runs == 0 or t_end - t0 < min_window_s:
+                        prefill_once()
+                        runs += 1
+                        t_end = clock(ctx.device)
+                prefill_windows.append((measured, t_end - t0, runs))
+
         with window(memory) as memory_values:
-            out = once()
+            out = once(watched=True)
 
         converged = _converged(ttft, e2e, p, ctx.policy)
         values = _latency_values(ttft, e2e, itl, p)
@@ -265,8 +329,10 @@ class Generate(Workload[GenerateParams]):
         values += _cost_values(len(ttft), timed_s, converged)
         if energy is None or idle is None:
             values += null_energy_values(energy_unavailable_reason(ctx.probes))
+            values += null_phase_values(energy_unavailable_reason(ctx.probes))
         else:
             values += _window_energy(windows, idle, p.batch_size * p.new_tokens)
+            values += _phase_energy(windows, prefill_windows, idle, p)
         values += _timing_values(windows)
         values += memory_values
         values.append(
@@ -277,7 +343,29 @@ class Generate(Workload[GenerateParams]):
                 source="cache-object",
             )
         )
+        values += output_values(tokens, watch.natural_lengths(len(tokens), p.new_tokens))
         return Measurement(tuple(values), outputs={"tokens": tokens})
+
+
+def output_values(tokens: Sequence[Sequence[int]], lengths: Sequence[int]) -> list[Value]:
+    """What the generation produced, kept as samples for ``harness.evidence``.
+
+    ``generate.tokens``: the generated ids, row after row (value: their count);
+    ``generate.natural_length_tokens``: per row, the tokens generated before the model first
+    picked end-of-sequence (value: their mean over rows).
+    """
+    flat = tuple(float(t) for row in tokens for t in row)
+    return [
+        Value("generate.tokens", float(len(flat)), "tokens", source="greedy", samples=flat),
+        Value(
+            "generate.natural_length_tokens",
+            sum(lengths) / len(lengths),
+            "tokens",
+            n=len(lengths),
+            source="greedy, end-of-sequence picks",
+            samples=tuple(float(n) for n in lengths),
+        ),
+    ]
 
 
 @contextmanager
@@ -455,6 +543,47 @@ def _window_energy(
     return energy_values(measured, idle, tokens, source)
 
 
+def _energy_windows(
+    windows: Sequence[tuple[Sequence[Value], float, int]],
+) -> tuple[list[EnergyWindow | None], str | None, str | None]:
+    """Each window's energy (None where the probe gave none), the source and the reason."""
+    out: list[EnergyWindow | None] = []
+    source = reason = None
+    for probe_values, seconds, runs in windows:
+        value = next((v for v in probe_values if v.name == ENERGY_TOTAL_J.name), None)
+        if value is not None and value.value is not None:
+            out.append(EnergyWindow(value.value, seconds, runs))
+            source = value.source
+        else:
+            out.append(None)
+            reason = value.reason if value is not None else reason
+    return out, source, reason
+
+
+def _phase_energy(
+    windows: Sequence[tuple[Sequence[Value], float, int]],
+    prefill: Sequence[tuple[Sequence[Value], float, int]],
+    idle: Value,
+    p: GenerateParams,
+) -> list[Value]:
+    """Prefill and decode energy (``phase_values``) over the window pairs where both the
+    full window and its prefill window gave energy; null with the reason if none did."""
+    full, source, reason = _energy_windows(windows)
+    first, _, prefill_reason = _energy_windows(prefill)
+    pairs = [(f, q) for f, q in zip(full, first, strict=True) if f is not None and q is not None]
+    if not pairs:
+        why = prefill_reason or reason or "the energy probe returned no energy"
+        return null_phase_values(why)
+    return phase_values(
+        [f for f, _ in pairs],
+        [q for _, q in pairs],
+        idle,
+        p.batch_size * p.prompt_tokens,
+        p.batch_size * (p.new_tokens - 1),
+        source,
+    )
+
+
 def _timing_values(windows: Sequence[tuple[Sequence[Value], float, int]]) -> list[Value]:
     """Metrics of timing probes other than energy (third-party), summarised per name over
     the windows: median and 95% CI of the non-null values, null with the reason if none."""
@@ -485,6 +614,20 @@ METRICS = [
     MetricDef("throughput.prefill_tok_s", "tok/s", True, "batch × prompt_tokens / ttft"),
     MetricDef("throughput.decode_tok_s", "tok/s", True, "batch × (new − 1) / (e2e − ttft)"),
     MetricDef("memory.kv_cache_bytes", "bytes", False, "bytes held by the KV cache object"),
+    MetricDef(
+        "generate.tokens",
+        "tokens",
+        False,
+        "tokens generated in one run (samples: their ids, row by row, for greedy agreement "
+        "with the reference stack)",
+    ),
+    MetricDef(
+        "generate.natural_length_tokens",
+        "tokens",
+        False,
+        "mean tokens per row before the model's first end-of-sequence pick (new_tokens when "
+        "none; generation itself ignores end-of-sequence); samples: each row's",
+    ),
     MetricDef("stats.tpot_cv", "ratio", False, "coefficient of variation of per-run TPOT"),
     MetricDef("stats.ttft_cv", "ratio", False, "coefficient of variation of per-run TTFT"),
     MetricDef(
@@ -498,6 +641,7 @@ METRICS = [
     MetricDef("stats.converge_s", "s", False, "wall time of the timed runs"),
     MetricDef("stats.converged", "flag", True, "1 when TPOT reached policy.target_ci, else 0"),
     *ENERGY_METRICS,
+    *PHASE_METRICS,
 ]
 
 

@@ -13,6 +13,10 @@ missing dataset costs no time. ``include_path`` adds a folder of lm-eval task YA
 take precedence over the built-in ones: a standard task re-pointed at local data files
 keeps its name and its metric. Log-likelihood tasks call the model's forward pass, not
 ``generate``: a KV-cache technique is only exercised by generative tasks (``gsm8k``).
+
+Per-document evidence: each task's metric keeps every document's outcome (1 right, 0
+wrong, by ``doc_id``, from lm-eval's logged samples) as its samples, and the runner reports
+the documents that flipped against the reference stack (``flips.lmeval_<task>_*``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from harness.environment import package_versions
+from harness.evidence import flip_metrics
 from harness.markers import hookimpl
 from harness.results import Measurement, MetricDef, Value
 from harness.technique import Config, Prepared
@@ -206,7 +211,7 @@ class LmEval(Workload[LmEvalParams]):
                         num_fewshot=p.num_fewshot,
                         limit=p.limit,
                         bootstrap_iters=0,
-                        log_samples=False,
+                        log_samples=True,
                         task_manager=manager,
                     )
             except Exception as exc:  # datasets and lm-eval raise many types; keep the reason
@@ -220,8 +225,37 @@ class LmEval(Workload[LmEvalParams]):
                 continue
             n = (out or {}).get("n-samples", {}).get(task, {}).get("effective", 1)
             source = f"lm-eval {version}" + (f", limit {p.limit}" if p.limit else "")
-            values.append(Value(metric.name, float(result[key]), metric.unit, n=n, source=source))
+            outcomes = doc_outcomes(out, task, key)
+            values.append(
+                Value(
+                    metric.name,
+                    float(result[key]),
+                    metric.unit,
+                    n=n,
+                    source=source,
+                    samples=outcomes,
+                )
+            )
         return Measurement(tuple(values))
+
+
+def doc_outcomes(out: Any, task: str, key: str) -> tuple[float, ...]:
+    """Each document's outcome of the metric ``key`` (``acc_norm,none``), by ``doc_id``.
+
+    From lm-eval's logged samples (``log_samples=True``): the per-document value of the
+    metric under its filter, when every one is 1/0 (multiple choice, exact match); empty
+    for metrics that are not right/wrong per document (word perplexity).
+    """
+    metric, _, filter_name = key.partition(",")
+    rows = (out or {}).get("samples", {}).get(task, [])
+    picked = sorted(
+        (r for r in rows if r.get("filter", "none") == filter_name and metric in r),
+        key=lambda r: int(r.get("doc_id", 0)),
+    )
+    values = [r[metric] for r in picked]
+    if not values or not all(isinstance(v, (int, float)) and v in (0, 1) for v in values):
+        return ()
+    return tuple(float(v) for v in values)
 
 
 @hookimpl
@@ -229,9 +263,14 @@ def register_workloads() -> list[type[Workload]]:
     return [LmEval]
 
 
+#: Tasks whose documents are right or wrong one by one: their flips are reported.
+OUTCOME_TASKS = tuple(task for task, (_, metric) in TASKS.items() if metric.unit == "fraction")
+
+
 @hookimpl
 def register_metrics() -> list[MetricDef]:
-    return [metric for _, metric in TASKS.values()]
+    metrics = [metric for _, metric in TASKS.values()]
+    return metrics + [m for t in OUTCOME_TASKS for m in flip_metrics(TASKS[t][1])]
 
 
 @hookimpl

@@ -13,7 +13,9 @@ Metrics (fractions of trials answered correctly): ``accuracy.passkey`` over all 
 ``accuracy.passkey_first_half`` / ``_second_half`` over keys hidden before / after the
 middle of the haystack (depth < 0.5 / ≥ 0.5: KV eviction that keeps recent tokens loses the
 first half first), and ``accuracy.passkey_<n>`` for each context length n that is a power
-of two from 256 to 131072 (other lengths count only in the aggregates).
+of two from 256 to 131072 (other lengths count only in the aggregates). Each trial's outcome
+is kept as a sample of ``accuracy.passkey``: the runner reports the trials that flipped
+against the reference stack (``flips.passkey_right_to_wrong`` / ``_wrong_to_right``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from harness.errors import BenchError
+from harness.evidence import flip_metrics
 from harness.markers import hookimpl
 from harness.results import Measurement, MetricDef, Value
 from harness.technique import Config, Prepared
@@ -192,15 +195,28 @@ class Passkey(Workload[PasskeyParams]):
 
 
 def passkey_values(results: list[tuple[Trial, bool]]) -> list[Value]:
-    """Fractions correct: overall, by half of the haystack, and per power-of-two length."""
+    """Fractions correct: overall, by half of the haystack, and per power-of-two length.
 
-    def fraction(name: str, group: list[bool]) -> Value:
+    ``accuracy.passkey`` keeps each trial's outcome as its samples (1 right, 0 wrong, in
+    ``build_trials`` order: length, then depth, then trial), so the runner can count the
+    trials that flipped against the reference stack (``harness.evidence``).
+    """
+
+    def fraction(name: str, group: list[bool], *, samples: bool = False) -> Value:
         if not group:
             return Value(name, None, "fraction", reason="no trial in this group")
-        return Value(name, sum(group) / len(group), "fraction", n=len(group), source="greedy")
+        outcomes = tuple(1.0 if ok else 0.0 for ok in group) if samples else ()
+        return Value(
+            name,
+            sum(group) / len(group),
+            "fraction",
+            n=len(group),
+            source="greedy",
+            samples=outcomes,
+        )
 
     values = [
-        fraction("accuracy.passkey", [ok for _, ok in results]),
+        fraction("accuracy.passkey", [ok for _, ok in results], samples=True),
         fraction("accuracy.passkey_first_half", [ok for t, ok in results if t.depth < 0.5]),
         fraction("accuracy.passkey_second_half", [ok for t, ok in results if t.depth >= 0.5]),
     ]
@@ -211,8 +227,13 @@ def passkey_values(results: list[tuple[Trial, bool]]) -> list[Value]:
     return values
 
 
+PASSKEY = MetricDef(
+    "accuracy.passkey", "fraction", True, "passkey retrieval: share of trials correct"
+)
+
 METRICS = [
-    MetricDef("accuracy.passkey", "fraction", True, "passkey retrieval: share of trials correct"),
+    PASSKEY,
+    *flip_metrics(PASSKEY),
     MetricDef(
         "accuracy.passkey_first_half",
         "fraction",

@@ -10,15 +10,16 @@ its worker's process id as a metric, so a test can tell a fresh worker from the 
 from __future__ import annotations
 
 import os
+import re
 import resource
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from harness import Config, Context, Environment, Prepared, Skip, Technique, hookimpl
+from harness import Applied, Config, Context, Environment, Prepared, Skip, Technique, hookimpl
 from harness.results import MetricDef
 
 
@@ -166,9 +167,59 @@ class Pid(Technique):
         return {"test.worker_pid": float(os.getpid())}
 
 
+class Inert(Technique):
+    """Changes nothing and says so in ``verify``: exercises the not-applied status."""
+
+    name = "inert"
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        return Applied(False, "changed nothing", {"kv.budget_tokens": 0.0})
+
+
+class OracleConfig(Config):
+    wrong: list[int] = Field(default_factory=list, description="passkey trials answered wrong")
+
+
+class PasskeyOracle(Technique):
+    """Answers each passkey prompt with the key it hides (trials in ``wrong`` get another
+    number); every other generation runs unchanged. Exercises per-trial flips."""
+
+    name = "passkey-oracle"
+    Config = OracleConfig
+
+    def prepare(self, prepared: Prepared, ctx: Context) -> Prepared:
+        import torch
+
+        model = prepared.model
+        original = model.generate
+        trials = [0]
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            ids = kwargs["input_ids"]
+            found = re.search(r"pass key is (\d+)", ctx.tokenizer.decode(ids[0]))
+            if found is None:
+                return original(*args, **kwargs)
+            key = found.group(1)
+            if trials[0] in self.config.wrong:
+                key = str(int(key) + 1)
+            trials[0] += 1
+            answer = ctx.tokenizer(f" {key}.", add_special_tokens=False)["input_ids"]
+            return torch.cat([ids, torch.tensor([answer], device=ids.device)], dim=1)
+
+        model.generate = generate
+        prepared.cleanup.append(lambda: delattr(model, "generate"))
+        return prepared
+
+    def verify(self, prepared: Prepared, ctx: Context) -> Applied:
+        return Applied(True, "answers passkey prompts from the prompt")
+
+
 @hookimpl
 def register_techniques() -> list[type[Technique]]:
-    return [Sleepy, Crashy, Explode, Skippy, Listy, Aborty, Exity, Hog, Victim, Pid]
+    return [
+        *(Sleepy, Crashy, Explode, Skippy, Listy, Aborty, Exity, Hog, Victim, Pid),
+        *(Inert, PasskeyOracle),
+    ]
 
 
 @hookimpl
