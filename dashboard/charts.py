@@ -243,7 +243,7 @@ def ratio_spec(
     from ``ci_low`` to ``ci_high`` and each ratio a point, coloured by verdict.
 
     Args:
-        rows: Output of :func:`dashboard.queries.regression_frame` for that metric.
+        rows: Output of :func:`dashboard.comparing.regression_frame` for that metric.
         metric: The metric, for the title.
         threshold: The unchanged band's half-width (fraction).
         width: Chart width, px.

@@ -30,20 +30,19 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from harness import Applied, Config, Context, MetricDef, Prepared, Skip, Technique, hookimpl
 from harness.estimate import Architecture, Effect, Shape
 from harness.kvcache import KVCodec
-from plugins.kv_policies import (
-    QUERY_CHUNK,
-    EvictingCache,
-    H2OLayer,
-    SnapKVLayer,
-    StreamingLayer,
-)
+
+if TYPE_CHECKING:  # kv_policies imports transformers: loaded in prepare, not with the plugin
+    from plugins.kv_policies import EvictingCache
+
+#: Query rows ``kv_policies`` scores at a time (bounds the score matrix of a long prefill).
+QUERY_CHUNK = 512
 
 _WRAPPED = ("sdpa", "eager")
 
@@ -101,6 +100,8 @@ class KVEvict(Technique[KVEvictConfig]):
             m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "scaling")
         ]
         ctx.state["budget"] = budget
+
+        from plugins.kv_policies import EvictingCache, H2OLayer, SnapKVLayer, StreamingLayer
 
         def build(stored: Sequence[KVCodec] | None) -> EvictingCache:
             layers: list[Any]

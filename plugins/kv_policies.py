@@ -32,8 +32,7 @@ from typing import Any
 
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-#: Query rows scored at a time (bounds the score matrix of a long prefill).
-QUERY_CHUNK = 512
+from plugins.kv_evict import QUERY_CHUNK
 
 
 def attention_scores(query: Any, keys: Any, scaling: float) -> Any:

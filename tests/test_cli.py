@@ -114,6 +114,11 @@ HOSTILE: list[tuple[str, str | bytes, str]] = [
         "prompt_tokens: booleans are not numbers",
     ),
     (
+        "policy-repeats-true",
+        _OK + "policy: {repeats: true}\n",
+        "policy.repeats: booleans are not numbers",
+    ),
+    (
         "prompt-tokens-beyond-the-text",
         _OK.replace("{generate: {}}", "{generate: {prompt_tokens: 9000000}}"),
         "reads 9,000,000 tokens of text 'shakespeare' (prompt split), which holds",

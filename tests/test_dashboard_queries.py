@@ -14,25 +14,27 @@ import pytest
 from dashboard_db import DEFS, WORKLOAD_LABEL, expected_delta, fill_demo_db
 
 from dashboard.charts import axis_title, display_unit, format_value, frontier_spec, ratio_spec
+from dashboard.comparing import (
+    REGRESSION_COLUMNS,
+    compare_frames,
+    intervals_overlap,
+    regression_frame,
+)
 from dashboard.data import cell_detail, load_comparison, load_snapshot, run_detail
 from dashboard.queries import (
     DELTA_SUFFIX,
-    REGRESSION_COLUMNS,
     busiest_workload,
-    compare_frames,
     default_axes,
     delta_is_better,
     directed_metrics,
     failed_cells,
     flatten,
     frontier_frame,
-    intervals_overlap,
     leaderboard,
     metric_columns,
     metrics_of_kind,
     normalize_cells,
     reference_deltas,
-    regression_frame,
     status_summary,
     technique_family,
     workload_label,

@@ -129,3 +129,46 @@ def test_vega_report_renders_offline_in_chromium(demo_url: str, tmp_path: Path) 
     # vega-embed replaced each empty chart div with a rendered SVG scene graph.
     assert dom.count('class="marks"') == 2, dom[:2000]
     assert "weight-quant+kv-quant" in dom  # legend entry drawn by Vega
+
+
+def test_every_user_string_is_escaped_in_the_report(tmp_path: Path) -> None:
+    """Suite, model, technique, reason, host name and environment carry markup: none of it
+    reaches the page as markup (SVG renderer: the page has no script at all)."""
+    from harness.results import CellResult, MetricDef, Value
+
+    evil = "<script>alert(1)</script>"
+    url = f"sqlite:///{tmp_path / 'evil.db'}"
+    with Store.open(url) as store:
+        store.save_metric_defs([MetricDef("latency.tpot_s", "s", False, "time per token")])
+        machine = store.ensure_machine(
+            "m", {"hostname": evil, "cpu": evil, "cpu_count": 2, "ram_bytes": 2**30}
+        )
+        run_id = store.start_run(
+            suite_name=evil,
+            suite_path=f"suites/{evil}.yaml",
+            suite_hash="0" * 64,
+            machine_id=machine,
+            harness_version=evil,
+            git_commit=evil,
+            environment={"note": evil},
+        )
+        for status, reason in (("ok", evil), ("error", evil)):
+            cell = CellResult(
+                key=f"k-{status}",
+                model=evil,
+                device="cpu",
+                technique=evil,
+                stack=({"name": evil, "config": {"note": evil}},),
+                workload={"name": "generate", "params": {"text": evil}},
+                status=status,  # type: ignore[arg-type]
+                reason=reason,
+                started_at=1.0,
+                duration_s=1.0,
+                values=(Value("latency.tpot_s", 0.01, "s"),) if status == "ok" else (),
+                reference=status == "ok",
+            )
+            store.record(run_id, cell)
+        store.finish_run(run_id)
+    html = write_report(url, tmp_path / "r.html", None, renderer="svg").read_text()
+    assert "<script" not in html and "alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

@@ -403,9 +403,10 @@ def after(conn, cursor, statement, parameters, context, executemany):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-from harness.cli import main
+if __name__ == "__main__":  # not again in the spawned worker, which imports this file
+    from harness.cli import main
 
-main()
+    main()
 """
 
 

@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.charts import VERDICT_COLOURS, ratio_spec
+from dashboard.comparing import compare_frames, regression_frame
 from dashboard.data import Snapshot, describe_run, load_comparison
-from dashboard.queries import compare_frames, is_reference, regression_frame
+from dashboard.queries import is_reference
 from dashboard.views.common import number_columns, pick, verdict_style
 from harness.compare import Comparison, Options
 from harness.compare_render import load_line

@@ -38,8 +38,9 @@ class WorkerHandle:
 
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=serve, args=(child, self.device), daemon=True)
-        self.proc.start()
+        proc = ctx.Process(target=serve, args=(child, self.device), daemon=True)
+        proc.start()  # only a started process is kept: the handlers join and kill it
+        self.proc = proc
         child.close()
         self.conn = parent
         if not parent.poll(_START_TIMEOUT_S):
