@@ -109,7 +109,7 @@ def test_a_cell_that_cannot_fit_is_skipped_before_its_model_loads(
 def test_pre_flight_message_names_the_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cellstep, "capacity", lambda *_a: 1e6)
     prediction = predict_cell(_cell(), [], worker_env())
-    with pytest.raises(Exception, match=r"\(weights 0\.012\d \+ KV cache [\d.e-]+ GiB; predicted"):
+    with pytest.raises(Exception, match=r"\(weights 0\.012\d* \+ KV cache [\d.e-]+ GiB; predicted"):
         prediction.preflight()
 
 
@@ -194,7 +194,6 @@ def test_a_failed_cpu_allocation_is_recorded_as_host_oom(
     monkeypatch.setattr(module, "measure", refuse)
     result: CellResult = worker.run(_cell())
     assert result.status == "oom_host"
-    assert result.reason == (
-        "host out of memory: DefaultCPUAllocator: can't allocate memory: you tried to allocate "
-        "157286400 bytes. Error code 12"
-    )
+    reason = result.reason or ""
+    assert reason.startswith("host out of memory (RuntimeError: [enforce fail at alloc_cpu.cpp")
+    assert "DefaultCPUAllocator: can't allocate memory: you tried to allocate 157286400" in reason

@@ -273,6 +273,9 @@ class _FakeStore:
     def cells_frame(self, **_: Any) -> pd.DataFrame:
         return self.frame
 
+    def metric_reasons(self, name: str, **_: Any) -> dict[str, str]:
+        return {}
+
 
 def test_results_table_marks_noisy_rows(capsys: pytest.CaptureFixture[str]) -> None:
     rows: list[dict[str, Any]] = [

@@ -202,6 +202,8 @@ def test_default_policy() -> None:
         "min_energy_window_s": 1.0,
         "target_ci": None,
         "max_repeats": 20,
+        "memory_limit_gib": None,
+        "preflight": True,
     }
 
 
