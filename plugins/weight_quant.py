@@ -11,7 +11,7 @@ What it saves: linear-layer weight bytes fall to about bits/16 of bf16 plus the 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -30,7 +30,7 @@ from harness import (
 from harness.environment import package_versions
 from harness.estimate import Architecture, Effect, Shape
 from harness.estimate.arch import DTYPE_BYTES
-from harness.footprint import component_bytes
+from harness.footprint import component_bytes, module_bytes
 from plugins import quant_backends as qb
 
 
@@ -99,7 +99,8 @@ class WeightQuant(Technique[WeightQuantConfig]):
         model = prepared.model
         ctx.state["linear_numel"] = _linear_numel(model)
         ctx.state["targets"] = [name for name, _ in qb.targets(model, c.skip_modules)]
-        ctx.state["linear_bytes_before"] = component_bytes(model)["linear"]
+        # per targeted layer: a tied head counts as linear only once untied and quantized
+        ctx.state["target_bytes_before"] = _targets_bytes(model, ctx.state["targets"])
         count = qb.quantize(
             model, backend, c.bits, c.format, c.group_size, c.skip_modules, ctx.device
         )
@@ -129,17 +130,17 @@ class WeightQuant(Technique[WeightQuantConfig]):
         return effect.note(f"weight-quant: {stored.label}", weights=stored, dtype=dtype)
 
     def verify(self, prepared: Prepared, ctx: Context) -> Applied:
-        """Every targeted linear layer was replaced by a quantized one, and the linear
+        """Every targeted linear layer was replaced by a quantized one, and the targeted
         layers hold fewer bytes than before (``weight_quant.replaced_share``)."""
         model = ctx.state["model"]
         names = ctx.state["targets"]
         replaced = [n for n in names if is_quantized(model.get_submodule(n))]
-        before = ctx.state["linear_bytes_before"]
-        after = component_bytes(model)["linear"]
+        before = ctx.state["target_bytes_before"]
+        after = _targets_bytes(model, names)
         share = len(replaced) / len(names) if names else 0.0
         evidence = {"weight_quant.replaced_share": share}
         found = (
-            f"{len(replaced)} of {len(names)} targeted linear layers quantized; linear bytes "
+            f"{len(replaced)} of {len(names)} targeted linear layers quantized; their bytes "
             f"{before / 2**20:.3g} MiB → {after / 2**20:.3g} MiB"
         )
         if len(replaced) < len(names):
@@ -246,3 +247,8 @@ def register_metrics() -> list[MetricDef]:
 def environment_info() -> dict[str, str]:
     """Versions of the weight quantization back-ends, stored with every run."""
     return package_versions("bitsandbytes", "torchao", "optimum-quanto", "hqq")
+
+
+def _targets_bytes(model: Any, names: list[str]) -> int:
+    """Bytes of the named layers' weights (``harness.footprint.module_bytes``)."""
+    return sum(module_bytes(model.get_submodule(n)) for n in names)

@@ -153,7 +153,7 @@ def test_weight_quant_fails_when_a_layer_stayed_in_full_precision(tiny: Any) -> 
     from plugins.weight_quant import WeightQuant, WeightQuantConfig
 
     names = [n for n, _ in targets(tiny.model, ["lm_head"])]
-    ctx = _ctx(tiny, model=tiny.model, targets=names, linear_bytes_before=10**9)
+    ctx = _ctx(tiny, model=tiny.model, targets=names, target_bytes_before=10**9)
     got = WeightQuant(WeightQuantConfig(bits=4)).verify(Prepared(tiny.model), ctx)
     assert not got.ok
     assert f"0 of {len(names)} targeted linear layers quantized" in got.reason
