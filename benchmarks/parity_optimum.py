@@ -24,8 +24,9 @@ distribution-free CI (``harness.meter.summarize``; 6 rounds or more for 95%):
 Then the wall time each tool needs for a 95% CI of TPOT within ±2% (``--target-ci``): bench
 runs one cell with ``policy.target_ci`` (adaptive repeats); optimum-benchmark runs a fixed
 ``--ob-ci-iterations`` and the script finds the first iteration count whose interval (same
-method) is that narrow, and the wall time spent up to it. Timings depend on the machine's
-load: the load average is printed with the results.
+method) is that narrow, and the wall time spent up to it. ``--rounds 0`` runs only this
+phase. Timings depend on the machine's load: the load averages are printed at the start,
+after the rounds and at the end.
 """
 
 from __future__ import annotations
@@ -162,7 +163,12 @@ def first_narrow(samples: list[float], target: float) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds (≥ 6 for 95%)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=6,
+        help="alternating rounds (≥ 6 for 95%%; 0: only the CI phase)",
+    )
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured runs, both tools")
@@ -184,65 +190,105 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ids = Path(tmp) / "ids.json"
         ids.write_text(json.dumps(bench.prompt()))
-        ratios: dict[str, list[float]] = {"TTFT": [], "TPOT": [], "peak memory": []}
-        for i in range(args.rounds):
-            order = ("bench", "ob") if i % 2 == 0 else ("ob", "bench")
-            got: dict[str, Any] = {}
-            for tool in order:
-                if tool == "bench":
-                    got["bench"], _ = bench.run(policy)
-                else:
-                    got["ob"] = run_ob(
-                        python, model, ids, args.new_tokens, args.ob_iterations, args.warmup
-                    )
-            ours, theirs = got["bench"], got["ob"]
-            ob_ttft = _median(theirs["prefill_s"])
-            ob_tpot = _median(theirs["decode_s"]) / (args.new_tokens - 1)
-            ratios["TTFT"].append(ours["latency.ttft_s"].value / ob_ttft)
-            ratios["TPOT"].append(ours["latency.tpot_s"].value / ob_tpot)
-            ratios["peak memory"].append(
-                ours["memory.peak_rss_bytes"].value / (theirs["max_ram_mb"] * 1e6)
-            )
-            print(
-                f"round {i + 1} ({'→'.join(order)}): bench TTFT "
-                f"{ours['latency.ttft_s'].value * 1e3:.1f} ms, TPOT "
-                f"{ours['latency.tpot_s'].value * 1e3:.2f} ms, peak RSS "
-                f"{ours['memory.peak_rss_bytes'].value / 1e6:.0f} MB | optimum-benchmark "
-                f"TTFT {ob_ttft * 1e3:.1f} ms, TPOT {ob_tpot * 1e3:.2f} ms, max_ram "
-                f"{theirs['max_ram_mb']:.0f} MB",
-                flush=True,
-            )
-        print(f"\nload average {os.getloadavg()[0]:.2f}; {args.rounds} rounds")
-        for name, samples in ratios.items():
-            print(ratio_line(name, samples))
-
-        # Time to a ±target CI of TPOT.
-        adaptive = {**policy, "target_ci": args.target_ci, "max_repeats": args.max_repeats}
-        values, wall = bench.run(adaptive)
-        tpot = values["latency.tpot_s"]
-        half = (tpot.ci_high - tpot.ci_low) / 2 / tpot.value
-        print(
-            f"\nbench (target_ci {args.target_ci}): {tpot.n} repeats, CI ±{half:.1%}, "
-            f"{wall:.1f} s wall (model already loaded)"
-        )
-        ob = run_ob(python, model, ids, args.new_tokens, args.ob_ci_iterations, args.warmup)
-        per_iteration = [d / (args.new_tokens - 1) for d in ob["decode_s"]]
-        needed = first_narrow(per_iteration, args.target_ci)
-        spent = ob["generate_s"]
-        if needed is None:
-            print(
-                f"optimum-benchmark ({args.ob_ci_iterations} fixed iterations): TPOT CI never "
-                f"within ±{args.target_ci:.0%}; {ob['process_s']:.1f} s wall in all"
-            )
-        else:
-            setup = ob["process_s"] - sum(spent)  # start, load, warm-up, memory run
-            print(
-                f"optimum-benchmark: {needed} iterations reach ±{args.target_ci:.0%}: "
-                f"{sum(spent[:needed]):.1f} s of measured generation "
-                f"(+{setup:.1f} s start, load, warm-up and memory run; "
-                f"{ob['process_s']:.1f} s for all {args.ob_ci_iterations})"
-            )
+        print(f"load average {_load()} at the start", flush=True)
+        if args.rounds:
+            ratio_rounds(bench, python, model, ids, policy, args)
+        ci_phase(bench, python, model, ids, policy, args)
     return 0
+
+
+def ratio_rounds(
+    bench: Bench,
+    python: Path,
+    model: Path,
+    ids: Path,
+    policy: dict[str, Any],
+    args: argparse.Namespace,
+) -> None:
+    """The alternating rounds and the ratio of each metric, bench / optimum-benchmark."""
+    ratios: dict[str, list[float]] = {"TTFT": [], "TPOT": [], "peak memory": []}
+    for i in range(args.rounds):
+        order = ("bench", "ob") if i % 2 == 0 else ("ob", "bench")
+        got: dict[str, Any] = {}
+        for tool in order:
+            if tool == "bench":
+                got["bench"], _ = bench.run(policy)
+            else:
+                got["ob"] = run_ob(
+                    python, model, ids, args.new_tokens, args.ob_iterations, args.warmup
+                )
+        ours, theirs = got["bench"], got["ob"]
+        ob_ttft = _median(theirs["prefill_s"])
+        ob_tpot = _median(theirs["decode_s"]) / (args.new_tokens - 1)
+        ratios["TTFT"].append(ours["latency.ttft_s"].value / ob_ttft)
+        ratios["TPOT"].append(ours["latency.tpot_s"].value / ob_tpot)
+        ratios["peak memory"].append(
+            ours["memory.peak_rss_bytes"].value / (theirs["max_ram_mb"] * 1e6)
+        )
+        print(
+            f"round {i + 1} ({'→'.join(order)}): bench TTFT "
+            f"{ours['latency.ttft_s'].value * 1e3:.1f} ms, TPOT "
+            f"{ours['latency.tpot_s'].value * 1e3:.2f} ms, peak RSS "
+            f"{ours['memory.peak_rss_bytes'].value / 1e6:.0f} MB | optimum-benchmark "
+            f"TTFT {ob_ttft * 1e3:.1f} ms, TPOT {ob_tpot * 1e3:.2f} ms, max_ram "
+            f"{theirs['max_ram_mb']:.0f} MB",
+            flush=True,
+        )
+    print(f"\nload average {_load()}; {args.rounds} rounds")
+    for name, samples in ratios.items():
+        print(ratio_line(name, samples))
+
+
+def ci_phase(
+    bench: Bench,
+    python: Path,
+    model: Path,
+    ids: Path,
+    policy: dict[str, Any],
+    args: argparse.Namespace,
+) -> None:
+    """Wall time each tool spends until TPOT's 95% CI half-width is ≤ target × median."""
+    from harness.meter import summarize
+
+    adaptive = {**policy, "target_ci": args.target_ci, "max_repeats": args.max_repeats}
+    values, wall = bench.run(adaptive)
+    tpot = values["latency.tpot_s"]
+    half = (tpot.ci_high - tpot.ci_low) / 2 / tpot.value
+    reached = "reached" if values["stats.converged"].value else "NOT reached"
+    print(
+        f"\nbench (target_ci {args.target_ci}, max_repeats {args.max_repeats}): {reached}; "
+        f"{tpot.n} repeats, TPOT {tpot.value * 1e3:.2f} ms, CI ±{half:.1%}, CV "
+        f"{values['stats.tpot_cv'].value:.1%}; {values['stats.converge_s'].value:.1f} s of "
+        f"timed runs, {wall:.1f} s cell wall (warm-up and memory run included, model "
+        f"already loaded)",
+        flush=True,
+    )
+    ob = run_ob(python, model, ids, args.new_tokens, args.ob_ci_iterations, args.warmup)
+    per_iteration = [d / (args.new_tokens - 1) for d in ob["decode_s"]]
+    needed = first_narrow(per_iteration, args.target_ci)
+    spent = ob["generate_s"]
+    setup = ob["process_s"] - sum(spent)  # start, load, warm-up, memory run
+    whole = summarize(per_iteration)
+    print(
+        f"optimum-benchmark ({args.ob_ci_iterations} fixed iterations): TPOT "
+        f"{whole.median * 1e3:.2f} ms, CI ±{(whole.ci_high - whole.ci_low) / 2 / whole.median:.1%}"
+        f" over all, CV {whole.cv:.1%}; {ob['process_s']:.1f} s process wall "
+        f"({sum(spent):.1f} s measured generation, {setup:.1f} s start, load, warm-up and "
+        f"memory run)"
+    )
+    if needed is None:
+        print(f"optimum-benchmark: TPOT CI never within ±{args.target_ci:.0%}")
+    else:
+        print(
+            f"optimum-benchmark: the first {needed} iterations reach ±{args.target_ci:.0%}: "
+            f"{sum(spent[:needed]):.1f} s of measured generation"
+        )
+    print(f"load average {_load()} at the end")
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (runnable processes; 2 = both cores busy)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _median(values: list[float]) -> float:
