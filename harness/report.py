@@ -157,6 +157,8 @@ def print_results(
     flip_title = ["flips r→w/w→r"] if flips else []
     table = Table(*varying, "workload", "status", *(c[1] for c in shown), *flip_title, title=title)
     table.columns[varying.index("technique")].overflow = "fold"
+    if flips:  # "passkey 12%/0%" stays on one line: narrower columns wrap first
+        table.columns[-1].no_wrap = True
     reasons: dict[str, int] = {}  # a footnote per distinct reason, listed under the table
     for i, row in enumerate(frame.to_dict("records")):
         status = row["status"]

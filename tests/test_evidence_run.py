@@ -97,5 +97,5 @@ def test_flips_gates_and_not_applied_cells(tmp_path: Path, db_url: str, test_plu
     assert shown.returncode == 0, shown.stderr
     assert "not-applied" in shown.stdout
     assert "✗gate" in shown.stdout
-    assert "50%/0%" in shown.stdout  # passkey r→w/w→r (the cell may wrap after "passkey")
+    assert "passkey 50%/0%" in shown.stdout
     assert "fails min_recovery 0.9" in shown.stdout  # the gate's footnote
