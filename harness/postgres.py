@@ -2,7 +2,9 @@
 
 :func:`private_cluster` runs ``initdb`` and ``pg_ctl`` from the installed PostgreSQL server
 (``initdb`` on PATH, else the newest ``/usr/lib/postgresql/*/bin``) in a temporary folder,
-listening on a free loopback port with trust authentication, and removes it afterwards.
+listening on a free loopback port, and removes it afterwards. Connections over TCP need the
+password :data:`PASSWORD` (``scram-sha-256``, as a real server would ask), so a wrong one
+is refused as it would be in production; the local socket trusts its user.
 ``initdb`` refuses to run as root, so as root (CI) the cluster runs as the ``postgres`` user
 through ``runuser``. :func:`create_database` adds an empty database to it.
 """
@@ -17,6 +19,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+#: The ``postgres`` user's password on a private cluster.
+PASSWORD = "bench"
 
 
 class ClusterUnavailable(Exception):
@@ -51,7 +56,7 @@ def _as_user() -> tuple[list[str], tuple[int, int] | None]:
 def private_cluster() -> Iterator[str]:
     """Start a cluster; yield its URL without a database name.
 
-    The URL is ``postgresql+psycopg2://postgres@127.0.0.1:PORT/``; the cluster stops and
+    The URL is ``postgresql+psycopg2://postgres:bench@127.0.0.1:PORT/``; the cluster stops and
     its folder is removed when the context ends.
 
     Raises:
@@ -65,6 +70,10 @@ def private_cluster() -> Iterator[str]:
     if owner is not None:
         os.chown(root, *owner)
     data = root / "data"
+    password = root / "password"
+    password.write_text(PASSWORD + "\n")
+    if owner is not None:
+        os.chown(password, *owner)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -73,7 +82,11 @@ def private_cluster() -> Iterator[str]:
         subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
 
     try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
+        pg(
+            str(bindir / "initdb"),
+            *("-D", str(data), "-U", "postgres", f"--pwfile={password}"),
+            *("--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"),
+        )
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         pg(
             str(bindir / "pg_ctl"),
@@ -91,7 +104,7 @@ def private_cluster() -> Iterator[str]:
         detail = exc.stderr.decode(errors="replace")[-300:]
         raise ClusterUnavailable(f"could not start a PostgreSQL cluster: {detail}") from exc
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/"
+        yield f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:{port}/"
     finally:
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)

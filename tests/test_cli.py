@@ -72,6 +72,13 @@ def test_check_and_dry_run() -> None:
     assert dry.returncode == 0 and "4 cells" in dry.stdout
 
 
+def test_check_counts_one_cell_in_the_singular(tmp_path: Path) -> None:
+    suite = tmp_path / "one.yaml"
+    suite.write_text(RUN_SUITE)
+    done = bench("check", str(suite))
+    assert done.returncode == 0 and ": ok, 1 cell, " in done.stdout, done.stdout
+
+
 def test_help_lists_the_commands() -> None:
     done = bench("--help")
     for command in ("run", "check", "plugins", "new-plugin", "results", "export", "dashboard"):
@@ -336,3 +343,17 @@ def test_unreachable_postgresql_exits_2_in_one_line(tmp_path: Path) -> None:
         line = one_error_line(done)
         assert f"bench:***@127.0.0.1:{port}/bench: cannot open the results database" in line
         assert "secret" not in line and "reachable" in line and "--db" in line
+
+
+def test_wrong_postgresql_password_exits_2_in_one_line(tmp_path: Path, pg_url: str) -> None:
+    from harness.postgres import PASSWORD
+
+    url = pg_url.replace(f":{PASSWORD}@", ":wrong-secret@")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(RUN_SUITE)
+    for args in (["results"], ["run", str(suite)]):
+        done = bench(*args, "--db", url)
+        assert done.returncode == 2, done.stderr
+        line = one_error_line(done)
+        assert "postgres:***@127.0.0.1" in line and "wrong-secret" not in line
+        assert "Check the user name and password" in line and "--db" in line

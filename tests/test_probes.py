@@ -202,6 +202,20 @@ def test_cpu_allocator_stop_without_start() -> None:
         CpuAllocatorProbe("cpu").stop()
 
 
+def test_cpu_allocator_gives_the_profilers_memory_back() -> None:
+    """A stopped profiler's records (~20 kB an operator) go back to the OS: later RSS
+    windows start where they would have without it (without the fix: about +370 MB)."""
+    x = torch.ones(4)
+    for _ in range(2):  # the first pays for the profiler's one-time set-up
+        rss_before = _status_kb("VmRSS")
+        probe = CpuAllocatorProbe("cpu")
+        probe.start()
+        for _ in range(20_000):
+            x = x + 1
+        probe.stop()
+    assert _status_kb("VmRSS") - rss_before < 64 * 1024  # kB
+
+
 # ---------------------------------------------------------------- rss
 
 

@@ -115,7 +115,7 @@ def run(
         spec = without_preflight(spec)
     if dry_run:
         report.print_matrix(spec)
-        click.echo(f"{len(spec.cells)} cells, {guess}.")
+        click.echo(f"{_cells(len(spec.cells))}, {guess}.")
         return
     where = make_executor(executor, address=address)
     try:
@@ -178,7 +178,12 @@ def check(suite: Path, db: str | None, max_cells: int | None) -> None:
     model; print its cell count and an estimate of its wall time (from earlier results in
     the database, when there are some)."""
     _, spec, guess = load_checked(suite, db, max_cells)
-    click.echo(f"{suite}: ok, {len(spec.cells)} cells, {guess}. 'bench run {suite}' measures them.")
+    cells = _cells(len(spec.cells))
+    click.echo(f"{suite}: ok, {cells}, {guess}. 'bench run {suite}' measures them.")
+
+
+def _cells(count: int) -> str:
+    return f"{count} cell" if count == 1 else f"{count} cells"
 
 
 COMMANDS = [run, check]

@@ -190,7 +190,7 @@ def probe_sqlite_file(path: Path, *, read_only: bool) -> None:
         StoreError: The path is unreadable, not a SQLite database, or refused by
             :func:`check_schema`.
     """
-    fix = "Pass --db with another path."
+    fix = "Pass --db with another file."
     if not path.is_file():
         raise StoreError(f"{path}: not a file. {fix}")
     try:
