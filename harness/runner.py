@@ -199,6 +199,12 @@ class _Claimer:
                 return
             yield _Measured(cell, seat.run(cell), lane, self._ref(lane, cell))
 
+    def take(self, lane: _Lane, key: str) -> ClaimRef | None:
+        """Claim one key on its own; None when another runner holds or finished it."""
+        ref = ClaimRef(lane.scope, key, self.holder)
+        state = self.store.claim([ref], since=self.since, lease_s=self.lease_s)[key]
+        return ref if state == "taken" else None
+
     def _ref(self, lane: _Lane, cell: Cell) -> ClaimRef:
         return ClaimRef(lane.scope, cell.key, self.holder)
 
@@ -402,11 +408,15 @@ def _run_searches(
     on_result: Callable[[CellResult, int, int], None] | None,
 ) -> None:
     """The suite's out-of-memory boundary searches (``harness.boundary``), one after the
-    other; every probe is a real cell run on a seat and recorded, then the outcome."""
+    other; every probe is a real cell run on a seat and recorded, then the outcome.
+
+    A search is claimed like a cell (its outcome's key): one that another runner of this
+    session holds or finished is left to it.
+    """
     total = summary.total
 
-    def recorded(run_id: int, result: CellResult) -> CellResult:
-        store.record(run_id, result)
+    def recorded(run_id: int, result: CellResult, claim: ClaimRef | None = None) -> CellResult:
+        store.record(run_id, result, claim=claim)
         if on_result:
             on_result(result, total, total)
         return result
@@ -420,9 +430,17 @@ def _run_searches(
             lane = claimer.lane(seat.machine())
             if not claimer.rerun and store.done_keys(lane.machine_id, [job.key]):
                 continue
+            claim = claimer.take(lane, job.key)
+            if claim is None:
+                summary.by_others += 1
+                continue
             run_id = _lane_run(store, registry, suite, lane, summary)
             result = boundary.search(job, registry, prober(run_id, seat))
-            recorded(run_id, result)
+            try:
+                recorded(run_id, result, claim)
+            except ClaimLost as exc:
+                print(f"warning: {job.base.label} ({job.axis}): {exc}", file=sys.stderr)
+                continue
             summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
         finally:
             executor.release(seat)

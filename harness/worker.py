@@ -34,6 +34,8 @@ from harness.textsources import resolve_text_source
 
 #: What torch's CPU allocator says when the host refuses memory (a RuntimeError).
 HOST_OOM = "DefaultCPUAllocator: can't allocate memory"
+#: What Python says when a new thread's stack cannot be mapped (a RuntimeError).
+NO_THREAD = "can't start new thread"
 
 
 def _die_with_parent() -> None:
@@ -80,7 +82,12 @@ class Worker:
         self.probes = [cls(device) for cls in self.registry.probes.values()]
         self.memo = Memo()
         self._loaded: dict[ModelSpec, LoadedModel] = {}
-        self._base_bytes = memlimit.data_bytes()  # before any model: what a cap adds to
+        # What a memory cap adds to: the data size before any model, once the libraries a
+        # load imports anyway are in (transformers' modeling code: ~250 MB here), so that
+        # the cap bounds the cell's memory, not the libraries'.
+        import transformers.modeling_utils  # noqa: F401
+
+        self._base_bytes = memlimit.data_bytes()
 
         self._load_costs: dict[int, tuple[Value, ...]] = {}  # id(model) -> its load's cost
 
@@ -151,7 +158,9 @@ class Worker:
         except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (device)
                 status, reason = "oom", str(exc).splitlines()[0]
-            elif HOST_OOM in str(exc):  # torch's CPU allocator raises RuntimeError
+            elif HOST_OOM in str(exc) or (limit and NO_THREAD in str(exc)):
+                # torch's CPU allocator raises RuntimeError; under a cap, so does a thread
+                # whose stack (a private mapping that RLIMIT_DATA counts) does not fit
                 status, reason = "oom_host", f"host out of memory ({_summary(exc)})"
             else:
                 status, reason = "error", _summary(exc)
