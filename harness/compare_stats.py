@@ -54,10 +54,18 @@ EDGE_SLACK = 1e-12
 #: settle is reported as unsettleable: the ratio sits on the band's edge.
 MIN_SHRINK = 1e-3
 #: Units of timed or rate values: measured once, they have unknown noise (never exact).
-TIMED_UNITS = frozenset({"s", "ms", "tok/s", "W", "J", "J/token", "runs"})
-#: Metrics measured once whose value varies from run to run although their unit counts.
+TIMED_UNITS = frozenset({"s", "ms", "tok/s", "FLOP/s", "W", "J", "J/token", "runs"})
+#: Metrics measured once whose value varies from run to run although their unit counts:
+#: process-level memory (the one-time costs' peaks are the RSS probe's on a CPU) and ratios
+#: of timings.
 UNCERTAIN_METRICS = frozenset(
-    {"memory.peak_rss_bytes", "memory.device_used_bytes", "latency.speedup"}
+    {
+        "memory.peak_rss_bytes",
+        "memory.device_used_bytes",
+        "cost.load_peak_bytes",
+        "cost.prepare_peak_bytes",
+        "latency.speedup",
+    }
 )
 
 

@@ -116,6 +116,9 @@ def roofline_values(values: Mapping[str, Value]) -> dict[str, Value]:
       ``roofline.decode_flops`` = ``estimate.decode_ops`` / ``latency.tpot_s``: achieved
       operations/s, the y of the roofline chart (x: ops / bytes of the estimate).
 
+    Each carries a 95% interval from the measured time's: [p / t_high, p / t_low], so
+    ``bench compare`` judges it with the timing's noise, not as an exact number.
+
     A number whose inputs are missing is left out; one whose prediction is null (no
     estimate for the stack, speculative decoding's unknown acceptance) is null with its
     reason.
@@ -125,6 +128,16 @@ def roofline_values(values: Mapping[str, Value]) -> dict[str, Value]:
         v = values.get(name)
         return v.value if v is not None else None
 
+    def over_time(name: str, numerator: float, measured: str, unit: str, source: str) -> Value:
+        """numerator / the measured time (known non-zero), with the reciprocal of its
+        interval."""
+        time = values[measured]
+        low, high = time.ci_low, time.ci_high
+        bounds = (numerator / high, numerator / low) if low and high else (None, None)
+        return Value(
+            name, numerator / float(time.value or 0), unit, *bounds, n=time.n, source=source
+        )
+
     out: dict[str, Value] = {}
     for name, predicted, measured, _ in FRACTIONS:
         got, time = values.get(predicted), number(measured)
@@ -133,13 +146,14 @@ def roofline_values(values: Mapping[str, Value]) -> dict[str, Value]:
         if got.value is None:
             out[name] = Value(name, None, "ratio", reason=got.reason)
         else:
-            out[name] = Value(name, got.value / time, "ratio", source=f"{predicted}/{measured}")
+            source = f"{predicted}/{measured}"
+            out[name] = over_time(name, got.value, measured, "ratio", source)
     for name, ops_name, measured, _ in ACHIEVED:
         ops, time = number(ops_name), number(measured)
         stage = ops_name.removesuffix("_ops") + "_s"
         if ops is None or not time or number(stage) is None:
             continue
-        out[name] = Value(name, ops / time, "FLOP/s", source=f"{ops_name}/{measured}")
+        out[name] = over_time(name, ops, measured, "FLOP/s", f"{ops_name}/{measured}")
     return out
 
 

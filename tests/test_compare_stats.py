@@ -163,6 +163,8 @@ def test_what_counts_as_exact() -> None:
     assert is_exact("accuracy.perplexity", "ppl", 4096, False, 0)
     assert not is_exact("memory.peak_rss_bytes", "bytes", 1, False, 0)
     assert not is_exact("latency.speedup", "ratio", 1, False, 0)
+    assert not is_exact("cost.load_peak_bytes", "bytes", 1, False, 0)  # RSS on a CPU
+    assert not is_exact("roofline.decode_flops", "FLOP/s", 1, False, 0)  # a rate
     assert not is_exact("latency.itl_p90_s", "s", 35, False, 0)  # timed
     assert not is_exact("memory.weights_bytes", "bytes", 3, True, 0)  # has an interval
     assert not is_exact("kv.evicted_tokens", "tokens", 3, False, 3)  # has samples

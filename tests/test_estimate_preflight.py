@@ -157,6 +157,18 @@ def test_roofline_values_formulas() -> None:
     assert derive.roofline_values({}) == {}
 
 
+def test_roofline_values_carry_the_reciprocal_of_the_timings_interval() -> None:
+    values = {
+        "estimate.prefill_s": Value("estimate.prefill_s", 0.002, "s"),
+        "estimate.prefill_ops": Value("estimate.prefill_ops", 4e9, "FLOP"),
+        "latency.ttft_s": Value("latency.ttft_s", 0.008, "s", ci_low=0.005, ci_high=0.01, n=7),
+    }
+    out = derive.roofline_values(values)
+    fraction, flops = out["roofline.prefill_fraction"], out["roofline.prefill_flops"]
+    assert (fraction.ci_low, fraction.ci_high, fraction.n) == (0.2, 0.4, 7)  # 0.002 / [0.01, 0.005]
+    assert (flops.ci_low, flops.ci_high) == (4e11, 8e11)
+
+
 def test_the_memory_cap_turns_an_allocation_into_an_out_of_memory_error() -> None:
     script = textwrap.dedent(
         """
