@@ -133,9 +133,14 @@ def roofline_values(values: Mapping[str, Value]) -> dict[str, Value]:
         interval."""
         time = values[measured]
         low, high = time.ci_low, time.ci_high
-        bounds = (numerator / high, numerator / low) if low and high else (None, None)
         return Value(
-            name, numerator / float(time.value or 0), unit, *bounds, n=time.n, source=source
+            name,
+            numerator / float(time.value or 0),
+            unit,
+            ci_low=numerator / high if low and high else None,
+            ci_high=numerator / low if low and high else None,
+            n=time.n,
+            source=source,
         )
 
     out: dict[str, Value] = {}
