@@ -15,13 +15,14 @@ from sqlalchemy.engine import make_url
 
 from dashboard.data import Snapshot, describe_run
 from dashboard.queries import EMPTY_DB_HINT
-from dashboard.views import common, compare, detail, frontier, leaderboard
+from dashboard.views import common, compare, detail, estimate, frontier, leaderboard
 from harness.errors import BenchError
 
 PAGES: dict[str, ModuleType] = {
     "leaderboard": leaderboard,
     "frontier": frontier,
     "compare": compare,
+    "estimate": estimate,
     "detail": detail,
 }
 LATEST = "latest"

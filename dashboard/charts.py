@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from dashboard.estimates import roof_line
 from harness.results import MetricDef
 
 VEGA_LITE_VERSION = "6.4"  # the major version Streamlit 1.67 draws with
@@ -325,6 +326,124 @@ def ratio_spec(
         "width": width,
         "height": max(60, 28 * len(records)),
         "layer": layers,
+    }
+
+
+def roofline_spec(points: pd.DataFrame, roofs: pd.DataFrame, width: int = 640) -> dict[str, Any]:
+    """Achieved FLOP/s against arithmetic intensity, both log scales, with each device's
+    roof min(peak FLOP/s, intensity × bandwidth) drawn as a line (seed 003 §2.3).
+
+    Args:
+        points: Output of :func:`dashboard.estimates.roofline_points`.
+        roofs: Output of :func:`dashboard.estimates.roofs`.
+        width: Chart width, px.
+
+    Returns:
+        A Vega-Lite v6 specification with its data inlined.
+    """
+    records = [
+        {
+            "stack": row.technique,
+            "workload": row.workload,
+            "model": row.model,
+            "device": row.device,
+            "phase": row.phase,
+            "intensity": float(row.intensity),
+            "flops": float(row.flops),
+        }
+        for row in points.itertuples(index=False)
+    ]
+    spread = [r["intensity"] for r in records] + [float(x) for x in roofs.get("ridge", [])]
+    low, high = (min(spread) / 2, max(spread) * 2) if spread else (0.1, 1000.0)
+    line = [
+        {"device": roof.device, **point}
+        for roof in roofs.itertuples(index=False)
+        for point in roof_line(roof, low, high)
+    ]
+    x = {
+        "field": "intensity",
+        "type": "quantitative",
+        "title": "arithmetic intensity (operations / byte), log scale",
+        "scale": {"type": "log"},
+    }
+    y = {
+        "field": "flops",
+        "type": "quantitative",
+        "title": "achieved FLOP/s, log scale",
+        "scale": {"type": "log"},
+    }
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "title": "Roofline: each cell's prefill and decode step against its device's roof",
+        "width": width,
+        "height": 360,
+        "layer": [
+            {
+                "data": {"values": line},
+                "mark": {"type": "line", "color": "#57606a", "strokeDash": [4, 3]},
+                "encoding": {"x": x, "y": y, "detail": {"field": "device"}},
+            },
+            {
+                "data": {"values": records},
+                "mark": {"type": "point", "filled": True, "size": 70},
+                "encoding": {
+                    "x": x,
+                    "y": y,
+                    "color": {"field": "phase", "type": "nominal"},
+                    "shape": {"field": "device", "type": "nominal"},
+                    "tooltip": [
+                        {"field": "stack"},
+                        {"field": "workload"},
+                        {"field": "model"},
+                        {"field": "phase"},
+                        {"field": "intensity", "format": ".3g"},
+                        {"field": "flops", "format": ".3s", "title": "FLOP/s"},
+                    ],
+                },
+            },
+        ],
+    }
+
+
+def boundary_spec(rows: pd.DataFrame, axis: str, width: int = 640) -> dict[str, Any]:
+    """The largest value that fitted (bar) and the estimate's seed (tick) per stack.
+
+    Args:
+        rows: Rows of :func:`dashboard.estimates.boundary_frame` for one ``axis``.
+        axis: ``max_prompt_tokens`` or ``max_batch_size``, for the title.
+        width: Chart width, px.
+    """
+    records = [
+        {
+            "stack": f"{row.technique} · {row.model} · {row.device}",
+            "measured": None if _isnan(row.measured) else float(row.measured),
+            "predicted": None if _isnan(row.predicted) else float(row.predicted),
+        }
+        for row in rows.itertuples(index=False)
+    ]
+    y = {"field": "stack", "type": "nominal", "title": None, "sort": None}
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "title": f"{axis}: largest value that ran (bar) and the estimate's seed (tick)",
+        "data": {"values": records},
+        "width": width,
+        "height": max(60, 28 * len(records)),
+        "layer": [
+            {
+                "transform": [{"filter": "datum.measured != null"}],
+                "mark": {"type": "bar", "color": "#0969da"},
+                "encoding": {
+                    "x": {"field": "measured", "type": "quantitative", "title": axis},
+                    "y": y,
+                    "tooltip": [{"field": "stack"}, {"field": "measured"}, {"field": "predicted"}],
+                },
+            },
+            {
+                "transform": [{"filter": "datum.predicted != null"}],
+                "mark": {"type": "tick", "color": "#cf222e", "thickness": 3},
+                "encoding": {"x": {"field": "predicted", "type": "quantitative"}, "y": y},
+            },
+        ],
     }
 
 

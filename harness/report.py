@@ -205,6 +205,57 @@ def _flips(row: Any, columns: list[str]) -> str:
     return " ".join(parts) or "-"
 
 
+#: (column, measured metric, predicted metric, scale): measured vs predicted, in
+#: ``bench results --predicted`` and the dashboard's estimate page.
+PREDICTED = (
+    ("peak MiB", "memory.peak_alloc_bytes", "estimate.peak_bytes", 2**-20),
+    ("TTFT ms", "latency.ttft_s", "estimate.prefill_s", 1e3),
+    ("TPOT ms", "latency.tpot_s", "estimate.decode_s", 1e3),
+)
+#: Predicted time at the roofline / measured time (``harness.derive``).
+ROOFLINE_FRACTIONS = ("roofline.prefill_fraction", "roofline.decode_fraction")
+
+
+def print_predicted(store: Store, *, suite: str | None = None, run_id: int | None = None) -> None:
+    """Measured beside predicted, per ok cell that has an estimate: each of
+    :data:`PREDICTED` as measured, predicted and measured / predicted, then the roofline
+    fractions. A stack without an estimate says so instead of a number."""
+    frame = store.cells_frame(run_id=run_id, suite=suite)
+    estimated = [c for c in frame.columns if c.startswith("estimate.")]
+    if estimated:  # every measured cell: one whose stack has no estimate says so
+        searches = frame["workload"].astype(str).str.startswith("boundary(")
+        frame = frame[(frame["status"] == "ok") & ~searches]
+    if frame.empty or not estimated:
+        console.print("No ok cell with an estimate yet. Fill the database with: bench run")
+        return
+    titles = [t for name, *_ in PREDICTED for t in (name, "pred.", "ratio")]
+    table = Table("technique", "workload", *titles, "roof prefill", "roof decode")
+    table.columns[0].overflow = "fold"
+    workloads = _varying_params(list(frame["workload"]))
+    for i, row in enumerate(frame.to_dict("records")):
+        numbers: list[str] = []
+        for _, measured, predicted, scale in PREDICTED:
+            got, want = _number(row, measured), _number(row, predicted)
+            numbers += [
+                "-" if got is None else f"{got * scale:.4g}",
+                "no estimate" if want is None else f"{want * scale:.4g}",
+                "-" if got is None or not want else f"{got / want:.3f}",
+            ]
+        fractions = [_number(row, name) for name in ROOFLINE_FRACTIONS]
+        shown = ["no estimate" if f is None else f"{f:.3f}" for f in fractions]
+        table.add_row(str(row["technique"]), workloads[i], *numbers, *shown)
+    console.print(table)
+    console.print(
+        "ratio = measured / predicted (the prediction each cell stored: docs/estimate.md); "
+        "roof = predicted time at the roofline / measured time (1 = at the hardware's limit)."
+    )
+
+
+def _number(row: Any, metric: str) -> float | None:
+    value = row.get(metric)
+    return None if value is None or math.isnan(value) else float(value)
+
+
 def print_runs(store: Store) -> None:
     frame = store.runs_frame()
     if frame.empty:

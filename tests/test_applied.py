@@ -320,19 +320,3 @@ def test_load_and_prepare_peaks_are_taken_apart_from_the_workload_window(log: li
     assert result.value("cost.load_peak_bytes") == 100.0
     assert result.value("cost.prepare_peak_bytes") == 200.0
     assert result.value("memory.peak_rss_bytes") == 300.0
-
-
-def test_the_workloads_rss_window_runs_before_the_profiler_starts(log: list[str]) -> None:
-    class Probes:
-        @hookimpl
-        def register_probes(self) -> list[type[Probe]]:
-            return [FakeRss, SlowProfiler]
-
-    worker = Worker("cpu", registry_with([Probes()]))
-    worker.probes = [p for p in worker.probes if isinstance(p, FakeRss)]
-    result = run_technique(worker=worker)
-    assert result.status == "ok", result.reason
-    # The profiler's own buffers would count in a shared window's peak RSS: the memory
-    # run is made twice, first watched by the fast probes, then by the profiler alone.
-    assert log[-4:] == ["start", "stop", "profiler", "profiler stop"]
-    assert result.value("memory.window_peak_bytes") == 1.0

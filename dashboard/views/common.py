@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -38,6 +39,18 @@ def empty_message(url: str) -> None:
         f"No results in `{url}` yet. Fill it with `{EMPTY_DB_HINT}` "
         "(add `--db URL` to use another database), then reload this page."
     )
+
+
+#: Characters that make Streamlit's markdown more than text inside a line: emphasis, code,
+#: links and images (``[``), HTML (``<``), math (``$``), ``:colour[...]`` directives
+#: (``[`` again), tables, strikethrough, headings; a backslash before each makes it literal.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>$~|#])")
+
+
+def plain(text: object) -> str:
+    """``text`` (a suite, model, stack name or reason, all user-supplied) escaped for
+    Streamlit's markdown, so it shows as written: no link, image, HTML or formatting."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
 def pick(

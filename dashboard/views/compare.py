@@ -11,7 +11,7 @@ from dashboard.charts import VERDICT_COLOURS, ratio_spec
 from dashboard.comparing import compare_frames, regression_frame
 from dashboard.data import Snapshot, describe_run, load_comparison
 from dashboard.queries import is_reference
-from dashboard.views.common import number_columns, pick, verdict_style
+from dashboard.views.common import number_columns, pick, plain, verdict_style
 from harness.compare import Comparison, Options
 from harness.compare_render import load_line
 
@@ -30,13 +30,13 @@ def render(snapshot: Snapshot) -> None:
     if table is None:
         return
     if table.empty:
-        st.info(f"{names[0]} and {names[1]} have no cell in common.")
+        st.info(f"{plain(names[0])} and {plain(names[1])} have no cell in common.")
         return
     significant = table[table["significant"] == True]  # noqa: E712 (object column)
     better = int((significant["better"] == True).sum())  # noqa: E712
     worse = int((significant["better"] == False).sum())  # noqa: E712
     st.markdown(
-        f"**A** = {names[0]}  \n**B** = {names[1]}  \n"
+        f"**A** = {plain(names[0])}  \n**B** = {plain(names[1])}  \n"
         f"{len(table)} metric values compared; **{len(significant)}** changed significantly "
         f"({better} better, {worse} worse). Significant = the two 95% confidence intervals "
         "do not overlap; blank when a value has no interval."
@@ -102,7 +102,10 @@ def _render_runs(snapshot: Snapshot) -> None:
             comparison = across
     _summary(comparison)
     if not comparison.rows:
-        st.info(f"{labels[base]} and {labels[candidate]} have no comparable cell in common.")
+        st.info(
+            f"{plain(labels[base])} and {plain(labels[candidate])} have no comparable cell "
+            "in common."
+        )
         _notes(comparison)
         return
     frame = regression_frame(comparison)
@@ -138,10 +141,10 @@ def _render_runs(snapshot: Snapshot) -> None:
 
 def _summary(comparison: Comparison) -> None:
     counts = ", ".join(f"**{n}** {v}" for v, n in comparison.counts().items() if n)
-    differs = "; ".join(str(d) for d in comparison.differences) or "nothing recorded"
+    differs = "; ".join(plain(d) for d in comparison.differences) or "nothing recorded"
     load = load_line(comparison)
     st.markdown(
-        f"**Base** = {comparison.base}  \n**Candidate** = {comparison.candidate}  \n"
+        f"**Base** = {plain(comparison.base)}  \n**Candidate** = {plain(comparison.candidate)}  \n"
         f"Differs: {differs}  \n" + (f"Machine: {load}  \n" if load else "") + (counts or "")
     )
     st.caption(
@@ -162,7 +165,7 @@ def _notes(comparison: Comparison) -> None:
     ]
     if lines:
         with st.expander(f"{len(lines)} cells not compared"):
-            st.markdown("\n".join(f"- {line}" for line in lines))
+            st.markdown("\n".join(f"- {plain(line)}" for line in lines))
 
 
 def _verdict_style(verdict: Any) -> str:
@@ -184,7 +187,7 @@ def _stacks(snapshot: Snapshot) -> tuple[pd.DataFrame | None, tuple[str, str]]:
     here = here[here["workload"] == workload]
     stacks = sorted(here["technique"].unique())
     if len(stacks) < 2:
-        st.info(f"Only one stack ({stacks[0]}) for this model, device and workload.")
+        st.info(f"Only one stack ({plain(stacks[0])}) for this model, device and workload.")
         return None, ("", "")
     ok = set(here.loc[here["status"] == "ok", "technique"])
     references = set(here.loc[is_reference(here), "technique"])

@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard.charts import format_value
 from dashboard.data import Snapshot, cell_detail, describe_run, run_detail
 from dashboard.queries import failed_cells, flatten, status_summary
-from dashboard.views.common import cached_snapshot, pick
+from dashboard.views.common import cached_snapshot, pick, plain
 
 TITLE = "Run and cell detail"
 
@@ -61,14 +61,15 @@ def render(snapshot: Snapshot) -> None:
     key = pick("Cell", keys, default=wanted, key="cd_cell", format_func=names.get)
     cell, metrics = cell_detail(snapshot.url, run_id, key)
     status = cell.get("status", "?")
-    text = f"**{cell.get('technique')}** on {cell.get('model')} / {cell.get('device')}: "
+    technique, model, device = (plain(cell.get(k)) for k in ("technique", "model", "device"))
+    text = f"**{technique}** on {model} / {device}: "
     text += f"status `{status}`, {cell.get('duration_s', 0.0):.1f} s, key `{key}`"
     if status == "ok":
         st.success(text)
     elif status == "skipped":
-        st.warning(f"{text}  \nreason: {cell.get('reason')}")
+        st.warning(f"{text}  \nreason: {plain(cell.get('reason'))}")
     else:
-        st.error(f"{text}  \nreason: {cell.get('reason')}")
+        st.error(f"{text}  \nreason: {plain(cell.get('reason'))}")
     shown = metrics.assign(
         shown=[format_value(r.value, r.unit, r.ci_low, r.ci_high) for r in metrics.itertuples()]
     )[["name", "shown", "value", "unit", "ci_low", "ci_high", "n", "source", "reason"]]

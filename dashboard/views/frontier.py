@@ -13,7 +13,7 @@ from dashboard.queries import (
     frontier_frame,
     metrics_of_kind,
 )
-from dashboard.views.common import pick
+from dashboard.views.common import pick, plain
 
 TITLE = "Pareto frontier"
 FACETS = {"none": None, "model": "model", "device": "device"}
@@ -64,7 +64,7 @@ def render(snapshot: Snapshot) -> None:
             continue
         points = frontier_frame(here, x, y, snapshot.defs, facet=facet)
         if points.empty:
-            st.info(f"No ok cell has both {x} and {y}.")
+            st.info(f"No ok cell has both {plain(x)} and {plain(y)}.")
             continue
         spec = frontier_spec(
             points,

@@ -14,11 +14,19 @@ from harness.cli.app import db_option, open_store, resolve_url
 @db_option
 @click.option("--run", "run_id", type=int, default=None, help="one run's cells (bench runs)")
 @click.option("--suite", default=None, help="only this suite's cells (its name)")
-def results(db: str | None, run_id: int | None, suite: str | None) -> None:
+@click.option(
+    "--predicted",
+    is_flag=True,
+    help="measured beside predicted: peak, TTFT and TPOT against the estimate each cell "
+    "stored, and the roofline fractions (docs/estimate.md)",
+)
+def results(db: str | None, run_id: int | None, suite: str | None, predicted: bool) -> None:
     """Print results: the latest of each cell, with medians and 95% CIs."""
     from harness import report
 
-    report.print_results(open_store(db, read_only=True), suite=suite, run_id=run_id)
+    store = open_store(db, read_only=True)
+    show = report.print_predicted if predicted else report.print_results
+    show(store, suite=suite, run_id=run_id)
 
 
 @click.command()

@@ -320,15 +320,8 @@ class Generate(Workload[GenerateParams]):
                         t_end = clock(ctx.device)
                 prefill_windows.append((measured, t_end - t0, runs))
 
-        # The profiler of a slow probe keeps memory of its own: the others (peak RSS above
-        # all) watch a generation of their own, before it first starts in this window.
-        memory_values: list[Value] = []
-        plain = [pr for pr in memory if not pr.slows]
-        slow = [pr for pr in memory if pr.slows]
-        for group in [plain, slow] if plain and slow else [memory]:
-            with window(group) as measured:
-                out = once(watched=True)
-            memory_values += measured
+        with window(memory) as memory_values:
+            out = once(watched=True)
 
         converged = _converged(ttft, e2e, p, ctx.policy)
         values = _latency_values(ttft, e2e, itl, p)
