@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report import PREDICTED, ROOFLINE_FRACTIONS
+from harness.report import PREDICTED, ROOFLINE_FRACTIONS, measured_cells
 
 #: phase -> (operations, bytes, achieved FLOP/s) metrics of the roofline chart
 PHASES = {
@@ -32,16 +32,6 @@ def _column(cells: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(math.nan, index=cells.index, dtype=float)
 
 
-def predicted_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """The ok measured cells (not boundary searches) when any cell has an estimate; a cell
-    whose stack has none is kept, to show "no estimate"."""
-    columns = [c for c in cells.columns if str(c).startswith("estimate.")]
-    if cells.empty or not columns:
-        return cells.iloc[0:0]
-    ok = cells[cells["status"] == "ok"]
-    return ok[~ok["workload"].astype(str).str.startswith("boundary(")]
-
-
 def prediction_frame(cells: pd.DataFrame) -> pd.DataFrame:
     """Per cell: measured and predicted peak, TTFT vs prefill, TPOT vs decode step, each
     with ``measured / predicted``, then the roofline fractions (predicted / measured time).
@@ -50,7 +40,7 @@ def prediction_frame(cells: pd.DataFrame) -> pd.DataFrame:
     ``"<name>"``, ``"<name> predicted"`` and ``"<name> ratio"`` (``harness.report.PREDICTED``:
     the same numbers as ``bench results --predicted``), then the roofline fractions.
     """
-    here = predicted_cells(cells)
+    here = measured_cells(cells)
     out = here[IDENTITY].copy()
     for name, measured, predicted, scale in PREDICTED:
         got, want = _column(here, measured), _column(here, predicted)
@@ -69,7 +59,7 @@ def roofline_points(cells: pd.DataFrame) -> pd.DataFrame:
 
     Columns: technique, model, device, workload, phase, intensity, flops.
     """
-    here = predicted_cells(cells)
+    here = measured_cells(cells)
     frames = []
     for phase, (ops, moved, achieved) in PHASES.items():
         frame = here[IDENTITY].copy()
@@ -90,7 +80,7 @@ def roofs(cells: pd.DataFrame) -> pd.DataFrame:
 
     Columns: device, roof_flops, roof_bytes_s, ridge (the intensity where they meet).
     """
-    here = predicted_cells(cells)
+    here = measured_cells(cells)
     frame = pd.DataFrame(
         {
             "device": here["device"],

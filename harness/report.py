@@ -216,16 +216,21 @@ PREDICTED = (
 ROOFLINE_FRACTIONS = ("roofline.prefill_fraction", "roofline.decode_fraction")
 
 
+def measured_cells(frame: Any) -> Any:
+    """The ok measured cells of a ``cells_frame`` (boundary searches left out), or none when
+    no cell carries an estimate at all; a cell whose stack has none is kept, to say so."""
+    if not any(str(c).startswith("estimate.") for c in frame.columns):
+        return frame.iloc[0:0]
+    searches = frame["workload"].astype(str).str.startswith("boundary(")
+    return frame[(frame["status"] == "ok") & ~searches]
+
+
 def print_predicted(store: Store, *, suite: str | None = None, run_id: int | None = None) -> None:
-    """Measured beside predicted, per ok cell that has an estimate: each of
-    :data:`PREDICTED` as measured, predicted and measured / predicted, then the roofline
-    fractions. A stack without an estimate says so instead of a number."""
-    frame = store.cells_frame(run_id=run_id, suite=suite)
-    estimated = [c for c in frame.columns if c.startswith("estimate.")]
-    if estimated:  # every measured cell: one whose stack has no estimate says so
-        searches = frame["workload"].astype(str).str.startswith("boundary(")
-        frame = frame[(frame["status"] == "ok") & ~searches]
-    if frame.empty or not estimated:
+    """Measured beside predicted, per ok measured cell: each of :data:`PREDICTED` as
+    measured, predicted and measured / predicted, then the roofline fractions. A stack
+    without an estimate says "no estimate" instead of a number."""
+    frame = measured_cells(store.cells_frame(run_id=run_id, suite=suite))
+    if frame.empty:
         console.print("No ok cell with an estimate yet. Fill the database with: bench run")
         return
     titles = [t for name, *_ in PREDICTED for t in (name, "pred.", "ratio")]
