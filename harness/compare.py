@@ -98,6 +98,9 @@ class Side:
         metrics: ``Store.metrics_frame(run_id=...)`` (long format).
         samples: ``Store.samples_frame(run_id=...)``.
         fingerprints: ``Store.fingerprints(run_id=...)``.
+        replicas: the side's other runs, when it names several (``4,3``): each run is one
+            sample of the noise between runs, so values that are not exact are compared by
+            their stored value per run (``runs`` in :mod:`harness.compare_stats`).
     """
 
     label: str
@@ -106,6 +109,7 @@ class Side:
     metrics: pd.DataFrame
     samples: pd.DataFrame
     fingerprints: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    replicas: tuple[Side, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -371,7 +375,7 @@ def match_cells(
         (matched, mismatched, only in base, only in candidate); matched and mismatched in
         the base's cell order.
     """
-    on = [c for c in LABELS if not (across_devices and c == "device")]
+    on = _label_columns(Options(across_devices=across_devices))
     b_rows = _by_label(base.cells, on)
     c_rows = _by_label(candidate.cells, on)
     matched: list[CellPair] = []
@@ -512,14 +516,25 @@ def compare(
         for p in matched
     ]
     b_values, c_values = _values(base), _values(candidate)
+    b_runs, c_runs = _replica_values(base, options), _replica_values(candidate, options)
     rows: list[Row] = []
     for pair in pairs:
         b_metrics = b_values.get(pair.base_key, {})
         c_metrics = c_values.get(pair.candidate_key, {})
+        label = tuple(str(getattr(pair, c)) for c in _label_columns(options))
         for metric in sorted(b_metrics.keys() | c_metrics.keys()):
             if not options.shows(metric):
                 continue
-            row = _row(pair, metric, b_metrics.get(metric), c_metrics.get(metric), defs, options)
+            row = _row(
+                pair,
+                metric,
+                b_metrics.get(metric),
+                c_metrics.get(metric),
+                defs,
+                options,
+                b_runs.get((label, metric), ()) if base.replicas else None,
+                c_runs.get((label, metric), ()) if candidate.replicas else None,
+            )
             if row is not None:
                 rows.append(row)
     return Comparison(
@@ -580,8 +595,39 @@ def _values(side: Side) -> dict[str, dict[str, tuple[Mapping[str, Any], tuple[fl
     return out
 
 
+def _label_columns(options: Options) -> list[str]:
+    """The columns cells pair up by (:data:`LABELS`, less the device across devices)."""
+    return [c for c in LABELS if not (options.across_devices and c == "device")]
+
+
+def _replica_values(side: Side, options: Options) -> dict[tuple[tuple[str, ...], str], list[float]]:
+    """(cell label, metric) → the stored value of each of the side's other runs: its ok cells
+    whose identity is the side's own cell's (another prompt text is not another sample)."""
+    on = _label_columns(options)
+    own = {
+        label: side.fingerprints.get(cell["cell_key"]) or {}
+        for label, cell in _by_label(side.cells, on).items()
+    }
+    out: dict[tuple[tuple[str, ...], str], list[float]] = {}
+    for replica in side.replicas:
+        values = _values(replica)
+        for label, cell in _by_label(replica.cells, on).items():
+            theirs = replica.fingerprints.get(cell["cell_key"]) or {}
+            if cell["status"] != "ok" or label not in own:
+                continue
+            if _identity_differences(own[label], theirs, options.across_devices):
+                continue
+            for metric, (record, _) in values.get(str(cell["cell_key"]), {}).items():
+                value = _float(record.get("value"))
+                if math.isfinite(value):
+                    out.setdefault((label, metric), []).append(value)
+    return out
+
+
 def _measured(
-    metric: str, found: tuple[Mapping[str, Any], tuple[float, ...]] | None
+    metric: str,
+    found: tuple[Mapping[str, Any], tuple[float, ...]] | None,
+    others: Sequence[float] | None = None,
 ) -> tuple[Measured | None, str, str | None]:
     """The side's value as :class:`Measured` (None when null), its unit and its reason."""
     if found is None:
@@ -595,7 +641,11 @@ def _measured(
     n = int(record.get("n") or 1)
     has_interval = math.isfinite(low) and math.isfinite(high)
     exact = is_exact(metric, unit, n, has_interval, len(samples))
-    return Measured(value, low, high, n, samples, exact), unit, None
+    runs = (value, *others) if others is not None else ()
+    if len(runs) > 1 and not exact and min(runs) > 0:
+        # what the ratio of several runs a side compares: their geometric mean
+        value, low, high = statistics.geometric_mean(runs), math.nan, math.nan
+    return Measured(value, low, high, n, samples, exact, runs), unit, None
 
 
 def _float(value: Any) -> float:
@@ -612,9 +662,11 @@ def _row(
     c_found: tuple[Mapping[str, Any], tuple[float, ...]] | None,
     defs: Mapping[str, MetricDef],
     options: Options,
+    b_others: Sequence[float] | None = None,
+    c_others: Sequence[float] | None = None,
 ) -> Row | None:
-    b, b_unit, b_why = _measured(metric, b_found)
-    c, c_unit, c_why = _measured(metric, c_found)
+    b, b_unit, b_why = _measured(metric, b_found, b_others)
+    c, c_unit, c_why = _measured(metric, c_found, c_others)
     unit = b_unit or c_unit or (defs[metric].unit if metric in defs else "")
     gate = options.gate_for(metric)
     direction: bool | None = defs[metric].higher_is_better if metric in defs else None

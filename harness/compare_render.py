@@ -65,7 +65,8 @@ def format_verdict(row: Row) -> str:
     """The verdict, with the repeats that would settle an inconclusive one, or its note."""
     text: str = row.verdict
     if row.repeats_needed is not None:
-        text += f" (≈{row.repeats_needed} more repeats)"
+        more = "runs" if row.ratio is not None and row.ratio.method == "runs" else "repeats"
+        text += f" (≈{row.repeats_needed} more {more})"
     elif row.note:
         text += f" ({row.note})"
     return text
@@ -133,8 +134,15 @@ def method_line(comparison: Comparison) -> str:
     options = comparison.options
     low, high = QUANTILES
     gates = ", ".join(f"{g.pattern} ±{g.threshold:.3g}" for g in options.gates)
+    if any(r.ratio is not None and r.ratio.method == "runs" for r in comparison.rows):
+        runs = "values that are not exact: pooled t interval over each side's runs; others: "
+    else:
+        runs = (
+            "one run a side, so the CIs see only the noise within a run, not between runs "
+            "(name several runs a side, e.g. 'smoke~1,smoke~2', to see it); "
+        )
     return (
-        f"ratio = candidate / base; 95% CIs by percentile bootstrap of the stored repeats "
+        f"ratio = candidate / base; {runs}95% CIs by percentile bootstrap of the stored repeats "
         f"({options.resamples} resamples, seed {options.seed}, {low:.1%}-{high:.1%}), else "
         f"from the stored intervals; unchanged = CI inside ±{options.threshold:.3g}"
         + (f" (gated: {gates})" if gates else "")
@@ -282,6 +290,7 @@ def _measured(m: Measured | None) -> dict[str, Any] | None:
         "n": m.n,
         "samples": len(m.samples),
         "exact": m.exact,
+        "runs": list(m.runs),
     }
 
 

@@ -11,7 +11,10 @@ A side is written as one of (``~N`` after any of them steps N runs back among it
   (``bench=0.2.0`` for a version of bench; nested entries match by their last name);
 - a version string such as ``0.2.0``: the latest run of that bench version.
 
-Only runs that recorded at least one cell count, except a run named by its id.
+Only runs that recorded at least one cell count, except a run named by its id. Several
+of these, comma-separated (``smoke,smoke~1,smoke~2``), make a side of several runs of the
+same cells: the first is its run, the others its replicas, which let the comparison see
+the noise between runs (``harness.compare.Side.replicas``).
 """
 
 from __future__ import annotations
@@ -73,6 +76,25 @@ def resolve_run(records: Sequence[Mapping[str, Any]], spec: str, what: str) -> M
     return matches[-1 - back]
 
 
+def resolve_runs(
+    records: Sequence[Mapping[str, Any]], spec: str, what: str
+) -> list[Mapping[str, Any]]:
+    """The runs a side names: one per comma-separated part of ``spec`` (:func:`resolve_run`).
+
+    Raises:
+        BenchError: a part names nothing, or two parts name the same run.
+    """
+    found = [resolve_run(records, part, what) for part in spec.split(",")]
+    ids = [int(r["id"]) for r in found]
+    if len(set(ids)) < len(ids):
+        raise BenchError(f"{what} {spec!r} names run {_twice(ids)} twice; name each run once.")
+    return found
+
+
+def _twice(ids: Sequence[int]) -> int:
+    return next(i for i in ids if ids.count(i) > 1)
+
+
 def _matches(runs: Sequence[Mapping[str, Any]], text: str) -> list[Mapping[str, Any]]:
     if text == "latest":
         return list(runs)
@@ -129,14 +151,21 @@ def describe_run(record: Mapping[str, Any]) -> str:
     return f"run {record['id']} ({', '.join(parts)})"
 
 
-def load_side(store: Store, record: Mapping[str, Any]) -> Side:
-    """The results of the run ``record`` names, as a :class:`~harness.compare.Side`."""
-    run_id = int(record["id"])
+def load_side(store: Store, *records: Mapping[str, Any]) -> Side:
+    """The results of the runs ``records`` name, as a :class:`~harness.compare.Side`: the
+    first run's, with the others as its replicas."""
+    first, *others = records
+    replicas = tuple(load_side(store, r) for r in others)
+    run_id = int(first["id"])
+    label = describe_run(first)
+    if others:
+        label += " and runs " + ", ".join(str(r["id"]) for r in others)
     return Side(
-        label=describe_run(record),
-        run=record,
+        label=label,
+        run=first,
         cells=store.cells_frame(run_id=run_id),
         metrics=store.metrics_frame(run_id=run_id),
         samples=store.samples_frame(run_id=run_id),
         fingerprints=store.fingerprints(run_id=run_id),
+        replicas=replicas,
     )

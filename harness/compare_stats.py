@@ -23,6 +23,13 @@ For one metric of one matched cell, ``ratio = candidate / base`` of the stored v
 4. ``none``: anything else measured once (peak RSS, a speedup, a single timing): no
    interval; the verdict is inconclusive.
 
+Methods 1 and 2 see only the noise *within* one run: its repeats run back to back in one
+worker process. Between two processes a timing can move further (on a shared 2-core VM,
+hqq 3-bit TPOT took 64-137 ms in six processes, each tight within itself). When a side
+names several runs, every value that is not exact is compared by ``runs`` first
+(:func:`runs_ci`): a pooled two-sample t interval over the runs' stored values, which
+sees the noise between processes because each run is one sample of it.
+
 Verdicts (:func:`verdict`), with the unchanged band [1 − t, 1 + t] (t the threshold):
 ``unchanged`` when the interval lies inside the band (bounds included), ``regressed`` or
 ``improved`` when it lies entirely beyond one edge (by the metric's direction),
@@ -41,7 +48,7 @@ from typing import Literal
 
 import numpy as np
 
-Method = Literal["bootstrap", "intervals", "exact", "none"]
+Method = Literal["runs", "bootstrap", "intervals", "exact", "none"]
 Verdict = Literal["regressed", "improved", "unchanged", "inconclusive", "changed", "missing"]
 
 #: Default number of bootstrap resamples per ratio.
@@ -74,12 +81,15 @@ class Measured:
     """One side's stored value of one metric.
 
     Attributes:
-        value: the stored value (a median for repeated metrics).
-        low: lower bound of its stored 95% interval, NaN without one.
+        value: the stored value (a median for repeated metrics); the geometric mean of
+            ``runs`` when there are several and the value is not exact.
+        low: lower bound of its stored 95% interval, NaN without one (or with runs).
         high: upper bound, NaN without one.
         n: how many samples it summarises (``Value.n``).
         samples: the stored samples (``Value.samples``), possibly empty.
         exact: it counts rather than times (:func:`is_exact`).
+        runs: the stored value of every run of the side that measured it (this one first),
+            when the side names several runs; empty otherwise.
     """
 
     value: float
@@ -88,6 +98,7 @@ class Measured:
     n: int = 1
     samples: tuple[float, ...] = ()
     exact: bool = False
+    runs: tuple[float, ...] = ()
 
     @property
     def has_interval(self) -> bool:
@@ -103,8 +114,10 @@ class Ratio:
             value).
         low: lower bound of the interval; NaN without one.
         high: upper bound; NaN without one.
-        method: ``bootstrap``, ``intervals``, ``exact`` or ``none`` (module docstring).
-        n: the smaller side's sample count, for :func:`repeats_to_settle`.
+        method: ``runs``, ``bootstrap``, ``intervals``, ``exact`` or ``none`` (module
+            docstring).
+        n: the smaller side's sample count (for ``runs``: its run count), for
+            :func:`repeats_to_settle`.
     """
 
     ratio: float
@@ -159,6 +172,10 @@ def ratio_ci(
         if base.value == 0 and candidate.value == 0:
             return Ratio(1.0, 1.0, 1.0, "exact", n)
         return Ratio(math.nan, math.nan, math.nan, "none", n)
+    if (base.runs or candidate.runs) and not (base.exact and candidate.exact):
+        by_runs = runs_ci(base.runs or (base.value,), candidate.runs or (candidate.value,))
+        if by_runs is not None:
+            return by_runs
     point = candidate.value / base.value
     kind_b, kind_c = (
         statistic(base.value, base.samples),
@@ -175,6 +192,44 @@ def ratio_ci(
     if math.isfinite(b_low) and math.isfinite(c_low) and b_low > 0 and c_low > 0:
         return Ratio(point, c_low / b_high, c_high / b_low, "intervals", n)
     return Ratio(point, math.nan, math.nan, "none", n)
+
+
+#: Two-sided 95% quantiles of Student's t for 1-30 degrees of freedom.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def t_975(df: int) -> float:
+    """The 97.5th percentile of Student's t with ``df`` degrees of freedom (a table to 30,
+    then the Cornish-Fisher expansion, within 0.001 of the exact value)."""
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def runs_ci(base: Sequence[float], candidate: Sequence[float]) -> Ratio | None:
+    """The ratio and its 95% interval from several runs a side, or None when the runs cannot
+    give one (fewer than three runs in all, or a non-positive value).
+
+    Each run's stored value is one sample of what a run measures, noise between processes
+    included. On log values: the ratio is exp(mean(log c) − mean(log b)), the ratio of the
+    geometric means; the interval is the pooled two-sample t interval, exp(d ± t₀.₉₇₅(k_b +
+    k_c − 2) · s · √(1/k_b + 1/k_c)) with s² the pooled variance of the log values around
+    their side's mean (both sides share the spread: the same cells on the same machine).
+    """
+    if len(base) + len(candidate) < 3 or not (base and candidate):
+        return None
+    if min(base) <= 0 or min(candidate) <= 0:
+        return None
+    logs_b, logs_c = np.log(np.asarray(base, float)), np.log(np.asarray(candidate, float))
+    df = len(logs_b) + len(logs_c) - 2
+    squares = float(((logs_b - logs_b.mean()) ** 2).sum() + ((logs_c - logs_c.mean()) ** 2).sum())
+    half = t_975(df) * math.sqrt(squares / df) * math.sqrt(1 / len(logs_b) + 1 / len(logs_c))
+    d = float(logs_c.mean() - logs_b.mean())
+    n = min(len(logs_b), len(logs_c))
+    return Ratio(math.exp(d), math.exp(d - half), math.exp(d + half), "runs", n)
 
 
 def _bounds(side: Measured) -> tuple[float, float]:
@@ -247,7 +302,7 @@ def repeats_to_settle(ratio: Ratio, threshold: float) -> int | None:
     Returns:
         ⌈n / s²⌉ − n (at least 1), for the smaller side's n.
     """
-    if ratio.method not in ("bootstrap", "intervals") or not ratio.low > 0:
+    if ratio.method not in ("runs", "bootstrap", "intervals") or not ratio.low > 0:
         return None
     x, low, high = math.log(ratio.ratio), math.log(ratio.low), math.log(ratio.high)
     edges = (math.log1p(-threshold), math.log1p(threshold))

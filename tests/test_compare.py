@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -365,3 +366,23 @@ def test_a_gate_sign_gives_an_unregistered_metric_its_direction() -> None:
     result = compare(base, candidate, DEFS, Options(gates=gates))
     assert [r.verdict for r in result.rows] == ["regressed"]
     assert compare(base, candidate, DEFS).rows[0].verdict == "changed"  # no direction
+
+
+def test_a_replica_with_other_inputs_is_not_a_sample_of_the_side() -> None:
+    steady = repeated(*[0.05] * 6)
+    other_text = fingerprint(**{"workload.inputs": {"prompt_ids_sha256": "8" * 64}})
+    replicas = (
+        side("A2", [FakeCell("k3", metrics={TPOT: repeated(*[0.06] * 6)})]),
+        side("A3", [FakeCell("k4", metrics={TPOT: repeated(*[0.09] * 6)}, fingerprint=other_text)]),
+        side("A4", [FakeCell("k5", status="failed", metrics={TPOT: repeated(*[0.01] * 6)})]),
+    )
+    base = replace(
+        side("A", [FakeCell("k1", metrics={TPOT: steady, PEAK: once(1e6)})]), replicas=replicas
+    )
+    candidate = side("B", [FakeCell("k2", metrics={TPOT: steady, PEAK: once(1e6)})])
+    rows = rows_by_metric(compare(base, candidate, DEFS))
+    assert rows[TPOT].base.runs == (0.05, 0.06)  # not the other inputs', not the failed cell's
+    assert rows[TPOT].candidate.runs == ()
+    assert rows[TPOT].ratio.method == "runs"
+    assert rows[TPOT].ratio.ratio == pytest.approx(0.05 / math.sqrt(0.05 * 0.06))
+    assert rows[PEAK].ratio.method == "exact"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.compare_sides import resolve_run
+from harness.compare_sides import resolve_run, resolve_runs
 from harness.errors import BenchError
 from harness.results import CellResult, MetricDef, Value
 from harness.store import Store
@@ -225,3 +226,26 @@ def test_sides_by_commit_environment_and_version(url: str) -> None:
     assert resolve_run(records, "#2", "BASE")["id"] == 2
     with pytest.raises(BenchError, match="a side is a run id"):
         resolve_run(records, "transformers=9", "BASE")
+
+
+def test_several_runs_a_side(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    # Runs 1 and 2 measured the same TPOT, 3 measured it 10% slower: with runs 1 and 2 as the
+    # base, the spread between runs is tiny, so the slowdown is still a regression; with
+    # runs 1 and 3 as the base (10% apart), run 2 against them is inconclusive.
+    code, out, _ = bench(capsys, "1,2", "3", "--db", url, "--format", "json")
+    rows = {r["metric"]: r for r in json.loads(out)["rows"]}
+    assert rows[TPOT]["method"] == "runs" and rows[TPOT]["verdict"] == "regressed"
+    assert rows[TPOT]["ratio"] == pytest.approx(1.10)
+    assert rows[PEAK]["method"] == "exact"
+    code, out, _ = bench(capsys, "1,3", "2", "--db", url, "--format", "json")
+    base = {r["metric"]: r for r in json.loads(out)["rows"]}[TPOT]["base"]
+    assert base["value"] == pytest.approx(math.sqrt(base["runs"][0] * base["runs"][1]))
+    assert base["value"] != pytest.approx(base["runs"][0])  # the runs' mean, not run 1's
+    code, out, _ = bench(capsys, "1,3", "2", "--db", url)
+    assert code == 0 and "run 1 (smoke" in out and "and runs 3" in out
+    assert "inconclusive" in out and "more runs" in out
+    with Store.open(url, read_only=True) as store:
+        records = store.run_records()
+    assert [r["id"] for r in resolve_runs(records, "smoke,smoke~1", "BASE")] == [3, 2]
+    with pytest.raises(BenchError, match="names run 3 twice"):
+        resolve_runs(records, "3,smoke", "BASE")

@@ -13,7 +13,9 @@ from harness.compare_stats import (
     pair_seed,
     ratio_ci,
     repeats_to_settle,
+    runs_ci,
     statistic,
+    t_975,
     verdict,
 )
 
@@ -195,3 +197,53 @@ def test_no_number_of_repeats_settles_a_ratio_on_the_edge() -> None:
     assert repeats_to_settle(Ratio(1.05, 1.0, 1.1, "bootstrap", 6), 0.05) is None
     assert repeats_to_settle(Ratio(1.0, math.nan, math.nan, "none", 1), 0.05) is None
     assert repeats_to_settle(Ratio(1.0, 0.99, 1.01, "bootstrap", 6), 0.05) is None  # settled
+
+
+# ---------------------------------------------------------------- several runs a side
+
+
+def test_runs_interval_by_hand() -> None:
+    # logs: base ln 1, ln 1; candidate ln 2, ln 2·e^0.2 → d = ln 2 + 0.1, pooled
+    # s² = (0.1² + 0.1²) / 2 = 0.01, half-width t(2) · 0.1 · √(1/2 + 1/2) = 0.4303.
+    r = runs_ci((1.0, 1.0), (2.0, 2.0 * math.exp(0.2)))
+    assert r is not None and r.method == "runs" and r.n == 2
+    assert r.ratio == pytest.approx(2 * math.exp(0.1))
+    assert r.low == pytest.approx(2 * math.exp(0.1 - 0.4303))
+    assert r.high == pytest.approx(2 * math.exp(0.1 + 0.4303))
+
+
+def test_runs_need_three_values_and_positive_ones() -> None:
+    assert runs_ci((1.0,), (1.1,)) is None  # no spread to estimate
+    assert runs_ci((1.0, 1.0), ()) is None
+    assert runs_ci((1.0, 0.0), (1.0,)) is None
+    r = runs_ci((1.0,), (1.0, 1.0))
+    assert r is not None and (r.low, r.ratio, r.high) == (1.0, 1.0, 1.0)
+
+
+def test_runs_see_the_noise_between_processes() -> None:
+    # Each run tight within itself (its repeats agree to 0.1%), the runs far apart: one run
+    # a side calls it a regression, the runs' spread makes it inconclusive.
+    fast, slow = repeats(0.0640, 0.0641, 0.0639), repeats(0.1370, 0.1371, 0.1369)
+    alone = ratio_ci(fast, slow, seed=1)
+    assert alone.method == "bootstrap" and verdict(alone, 0.02, False) == "regressed"
+    both = ratio_ci(
+        Measured(fast.value, n=3, samples=fast.samples, runs=(fast.value, 0.1140)),
+        Measured(slow.value, n=3, samples=slow.samples, runs=(slow.value, 0.0711)),
+    )
+    assert both.method == "runs" and verdict(both, 0.02, False) == "inconclusive"
+    assert repeats_to_settle(both, 0.02) is not None
+
+
+def test_exact_values_stay_exact_with_several_runs() -> None:
+    r = ratio_ci(
+        Measured(100.0, exact=True, runs=(100.0, 100.0)),
+        Measured(110.0, exact=True, runs=(110.0, 110.0)),
+    )
+    assert (r.method, r.low, r.high) == ("exact", pytest.approx(1.1), pytest.approx(1.1))
+
+
+@pytest.mark.parametrize(
+    ("df", "t"), [(1, 12.706), (2, 4.303), (30, 2.042), (40, 2.021), (120, 1.980)]
+)
+def test_t_quantiles(df: int, t: float) -> None:
+    assert t_975(df) == pytest.approx(t, abs=1e-3)

@@ -77,7 +77,9 @@ def compare(
 
     \b
     Each side is a run id (7), a suite name (its latest run; smoke~1 is the run before),
-    latest, commit:SHA, an environment entry (transformers=5.24.0) or a bench version.
+    latest, commit:SHA, an environment entry (transformers=5.24.0) or a bench version;
+    several, comma-separated (smoke~1,smoke~2), make a side of several runs, whose spread
+    shows the noise between runs (one run a side sees only the noise within it).
     Every matched cell and metric gets base, candidate, their ratio with a 95% CI (from
     the stored repeats) and a verdict: improved, regressed, unchanged (CI inside the
     ±threshold band) or inconclusive (with the repeats that would settle it).
@@ -86,16 +88,16 @@ def compare(
     from harness.compare import Options, parse_fail_on
     from harness.compare import compare as compare_sides
     from harness.compare_render import print_table, to_json, to_markdown
-    from harness.compare_sides import load_side, resolve_run
+    from harness.compare_sides import load_side, resolve_runs
 
     band = _percent(threshold, "--threshold")
     with open_store(db, read_only=True) as store_c:
         base_store = open_store(base_db, read_only=True) if base_db else store_c
         try:
-            base_run = resolve_run(base_store.run_records(), base, "BASE")
-            candidate_run = resolve_run(store_c.run_records(), candidate, "CANDIDATE")
-            base_side = load_side(base_store, base_run)
-            candidate_side = load_side(store_c, candidate_run)
+            base_runs = resolve_runs(base_store.run_records(), base, "BASE")
+            candidate_runs = resolve_runs(store_c.run_records(), candidate, "CANDIDATE")
+            base_side = load_side(base_store, *base_runs)
+            candidate_side = load_side(store_c, *candidate_runs)
             defs = {**base_store.metric_defs(), **store_c.metric_defs()}
         finally:
             if base_store is not store_c:
