@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from harness import derive
+from harness import calibration, derive
 from harness.applied import verify_stack
 from harness.costs import cost_window
 from harness.errors import NotApplied, Skip
@@ -242,9 +242,13 @@ def identify(cell: Cell, loaded: LoadedModel, res: Resources) -> dict[str, Any]:
         },
         "device": device_facts(res.env.gpu_name, res.env.cuda_capability),
         "software": software_section(res.registry),
-        # how busy the machine was as the cell began: not what was measured, but what
-        # explains two runs' different timings (bench compare prints it)
-        "host": {"load_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
+        # how busy and how fast the machine was as the cell began: not what was measured,
+        # but what explains two runs' different timings (bench compare prints it)
+        "host": {
+            "load_1m": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count(),
+            "calibration": calibration.measure(),
+        },
     }
     if accuracy_inputs:
         part["accuracy_inputs"] = accuracy_inputs

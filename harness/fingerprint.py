@@ -14,7 +14,8 @@ the measurement (``docs/compare.md`` lists every field):
     policy     warm-up, repeats and the adaptive-repeat settings
     software   python, the core libraries, every plugin's libraries and distribution, the
                git commit of the working directory
-    host       the machine's 1-minute load average and CPU count as the cell began: not
+    host       the machine's 1-minute load average and CPU count as the cell began, and
+               ``calibration``: a fixed workload's timings (``harness.calibration``): not
                part of what was measured, but what explains two runs' different timings
 
 Two places fill it: :func:`describe` gives what the suite says (the runner and the worker

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import fingerprint as fp
+from harness.calibration import PARTS, speed
 from harness.cell import cell_result
 from harness.store import Store
 from harness.suite import suite_from_data
@@ -141,6 +143,9 @@ def test_the_worker_records_files_inputs_and_software(measured: dict[str, Any]) 
     assert {"python", "torch", "transformers", "bench", "plugins", "git_commit"} <= set(software)
     assert measured["device"]["kind"] == "cpu" and measured["device"]["cpu"]
     assert measured["host"]["cpus"] == os.cpu_count()
+    calibration = measured["host"]["calibration"]
+    assert set(calibration) == set(PARTS) and all(t > 0 for t in calibration.values())
+    assert speed(calibration) == pytest.approx(statistics.geometric_mean(calibration.values()))
 
 
 def test_other_prompts_give_other_inputs(measured: dict[str, Any], tmp_path: Path) -> None:
