@@ -8,7 +8,7 @@ that ``bench run`` is writing.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -157,23 +157,35 @@ def cell_detail(url: str, run_id: int, cell_key: str) -> tuple[dict[str, Any], p
 
 
 def load_comparison(
-    url: str, base_id: int, candidate_id: int, options: Options | None = None
+    url: str,
+    base_ids: Sequence[int],
+    candidate_ids: Sequence[int],
+    options: Options | None = None,
 ) -> Comparison:
-    """``bench compare`` of two runs of the database (:func:`harness.compare.compare`).
+    """``bench compare`` of runs of the database (:func:`harness.compare.compare`): one or
+    several a side, like ``bench compare 1,2 3,4``.
 
     Raises:
         StoreError: The database cannot be read.
-        BenchError: A run does not exist.
+        BenchError: A run does not exist, or is named twice.
     """
     from harness.compare import compare
-    from harness.compare_sides import load_side, resolve_run
+    from harness.compare_sides import load_history, load_side, resolve_runs
 
     with open_store(url) as store:
         records = store.run_records()
-        base = load_side(store, resolve_run(records, str(base_id), "base"))
-        candidate = load_side(store, resolve_run(records, str(candidate_id), "candidate"))
+        named = [
+            resolve_runs(records, _ids(base_ids), "base"),
+            resolve_runs(records, _ids(candidate_ids), "candidate"),
+        ]
+        base, candidate = (load_side(store, *runs) for runs in named)
+        history = load_history(store, named[0] + named[1])
         defs = store.metric_defs()
-    return compare(base, candidate, defs, options)
+    return compare(base, candidate, defs, options, history)
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ",".join(str(i) for i in ids)
 
 
 def describe_run(row: pd.Series) -> str:

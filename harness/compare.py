@@ -18,6 +18,14 @@ Rows (``compare``): for every matched pair and metric, base, candidate, their ra
 95% interval and a verdict (``harness.compare_stats``). Metrics of the ``stats.`` family
 (CVs, repeats, flags) describe the measurement, not the system, and are left out unless
 asked for by name.
+
+Other runs of the same cells on the same software (``history``) tell how far a value
+moves from run to run (:func:`spreads`). Every cell's worker timed a fixed workload
+(``harness.calibration``): the ratio of the two sides' calibrations is reported, and on
+request (``Options.machine_relative``) divides every time's ratio and multiplies every
+rate's. Then the rows beyond the band at 95% are judged again at the level that keeps the
+false coverage rate over all rows with a noisy interval at 5% (``compare_stats.fcr_level``;
+``Options.uncorrected`` leaves it out).
 """
 
 from __future__ import annotations
@@ -32,15 +40,20 @@ from typing import Any
 
 import pandas as pd
 
+from harness.calibration import speed
 from harness.compare_stats import (
+    LEVEL,
     RESAMPLES,
     Measured,
     Ratio,
     Verdict,
+    fcr_level,
     is_exact,
     pair_seed,
     ratio_ci,
+    relative,
     repeats_to_settle,
+    runs_ci,
     verdict,
 )
 from harness.errors import BenchError
@@ -57,6 +70,13 @@ HIDDEN_PREFIXES: tuple[str, ...] = ("stats.",)
 #: and the machine's load (``host``) differs every time (``Comparison.load`` sums it up).
 UNNAMED: frozenset[str] = frozenset({"version", "model.path"})
 UNNAMED_PREFIXES: tuple[str, ...] = ("model.files", "host.")
+#: Units judged relative to the machine's calibration, with the power of its ratio that
+#: divides theirs: a time grows with a slower machine, a rate shrinks.
+MACHINE_POWER: Mapping[str, int] = {"s": 1, "ms": 1, "tok/s": -1, "FLOP/s": -1}
+#: Software the calibration itself runs on: when it differs, timings stay as measured.
+CALIBRATION_SOFTWARE: tuple[str, ...] = ("software.python",)
+#: Methods whose intervals come from noise, so that some exceed the band by chance.
+NOISY: frozenset[str] = frozenset({"runs", "bootstrap", "intervals"})
 
 _READABLE: dict[str, str] = {
     "model.id": "the model",
@@ -143,6 +163,10 @@ class Options:
         across_devices: pair cells measured on different devices (the device is named).
         resamples: bootstrap resamples per ratio.
         seed: the bootstrap seed.
+        machine_relative: judge timings relative to the machine's calibration, not as
+            measured.
+        uncorrected: judge every row by its own 95% interval, without the false
+            coverage-rate correction over the rows.
     """
 
     threshold: float = THRESHOLD
@@ -151,6 +175,8 @@ class Options:
     across_devices: bool = False
     resamples: int = RESAMPLES
     seed: int = 0
+    machine_relative: bool = False
+    uncorrected: bool = False
 
     def gate_for(self, metric: str) -> Gate | None:
         return next((g for g in self.gates if g.matches(metric)), None)
@@ -230,6 +256,8 @@ class Row:
     verdict: Verdict
     repeats_needed: int | None = None  # more repeats per side that would settle it
     note: str | None = None
+    level: float = LEVEL  # the interval's coverage: above 95% when corrected (fcr_level)
+    relative: bool = False  # the ratio is relative to the machine's (MACHINE_POWER)
 
 
 @dataclass(frozen=True)
@@ -247,6 +275,13 @@ class Comparison:
         load: the median 1-minute load average of the machine over each side's cells
             (None where not recorded): other work running beside a side shows here.
         cores: the machine's CPU count (the candidate's), to read the load against.
+        machine: the ratio of the two sides' calibrations (candidate / base, seconds:
+            above 1 the candidate's machine was slower) with its 95% interval, over every
+            cell that recorded one; None without.
+        relative: timings were judged relative to ``machine``.
+        corrected: (rows beyond the band at 95%, rows with a noisy interval, the level
+            their intervals were widened to), when the correction widened any.
+        history: how many other runs told the spread between runs (:func:`spreads`).
     """
 
     base: str
@@ -260,6 +295,10 @@ class Comparison:
     options: Options
     load: tuple[float | None, float | None] = (None, None)
     cores: int | None = None
+    machine: Ratio | None = None
+    relative: bool = False
+    corrected: tuple[int, int, float] | None = None
+    history: int = 0
 
     def counts(self) -> dict[str, int]:
         """Rows per verdict, in a fixed order."""
@@ -499,8 +538,14 @@ def compare(
     candidate: Side,
     defs: Mapping[str, MetricDef],
     options: Options | None = None,
+    history: Sequence[Side] = (),
 ) -> Comparison:
-    """Compare two sides metric by metric (module docstring)."""
+    """Compare two sides metric by metric (module docstring).
+
+    Args:
+        history: other runs of the same cells on the same machine, which tell how far a
+            value moves from run to run (:func:`spreads`).
+    """
     options = options or Options()
     matched, mismatched, only_base, only_candidate = match_cells(
         base, candidate, across_devices=options.across_devices
@@ -517,31 +562,42 @@ def compare(
     ]
     b_values, c_values = _values(base), _values(candidate)
     b_runs, c_runs = _replica_values(base, options), _replica_values(candidate, options)
-    rows: list[Row] = []
+    spread, told = spreads(base, history, options)
+    speeds = calibrations(base), calibrations(candidate)
+    machine = runs_ci(*speeds)
+    judged_relative = machine is not None and options.machine_relative
+    judged_relative &= not any(d.field in CALIBRATION_SOFTWARE for d in shared)
+    inputs = []
     for pair in pairs:
         b_metrics = b_values.get(pair.base_key, {})
         c_metrics = c_values.get(pair.candidate_key, {})
         label = tuple(str(getattr(pair, c)) for c in _label_columns(options))
         for metric in sorted(b_metrics.keys() | c_metrics.keys()):
-            if not options.shows(metric):
-                continue
-            row = _row(
-                pair,
-                metric,
-                b_metrics.get(metric),
-                c_metrics.get(metric),
-                defs,
-                options,
-                b_runs.get((label, metric), ()) if base.replicas else None,
-                c_runs.get((label, metric), ()) if candidate.replicas else None,
-            )
-            if row is not None:
-                rows.append(row)
+            if options.shows(metric):
+                b_others = b_runs.get((label, metric), ()) if base.replicas else None
+                c_others = c_runs.get((label, metric), ()) if candidate.replicas else None
+                found = b_metrics.get(metric), c_metrics.get(metric)
+                between = spread.get((label, metric), (0.0, 0))
+                inputs.append((pair, metric, *found, b_others, c_others, between))
+
+    def rows_at(level: float, indexes: Iterable[int]) -> dict[int, Row | None]:
+        at = runs_ci(*speeds, level=level) if judged_relative else None
+        return {i: _row(*inputs[i], defs, options, level=level, machine=at) for i in indexes}
+
+    rows = rows_at(LEVEL, range(len(inputs)))
+    corrected = None
+    judged = {i: r for i, r in rows.items() if r is not None}
+    noisy = [i for i, r in judged.items() if r.ratio and r.ratio.method in NOISY]
+    beyond = [i for i in noisy if judged[i].verdict in ("improved", "regressed", "changed")]
+    level = fcr_level(len(beyond), len(noisy))
+    if not options.uncorrected and level > LEVEL:
+        rows.update(rows_at(level, beyond))
+        corrected = (len(beyond), len(noisy), level)
     return Comparison(
         base=base.label,
         candidate=candidate.label,
         differences=tuple(shared),
-        rows=tuple(rows),
+        rows=tuple(r for r in rows.values() if r is not None),
         pairs=tuple(pairs),
         mismatched=tuple(mismatched),
         only_base=tuple(only_base),
@@ -549,7 +605,55 @@ def compare(
         options=options,
         load=(_median_load(base), _median_load(candidate)),
         cores=_cores(candidate),
+        machine=machine,
+        relative=judged_relative,
+        corrected=corrected,
+        history=told,
     )
+
+
+def spreads(
+    side: Side, history: Sequence[Side], options: Options
+) -> tuple[dict[tuple[tuple[str, ...], str], tuple[float, int]], int]:
+    """What other runs say of how far each value moves from run to run.
+
+    The runs are grouped by their software (git commit and environment): within a group
+    nothing but the run changed, so the deviations of its log values from the group's mean
+    are noise between runs. Only the cells whose identity is ``side``'s own count.
+
+    Returns:
+        (cell label, metric) → (the sum of the squared deviations, degrees of freedom: the
+        values less one per group), and how many runs told something.
+    """
+    groups: dict[str, list[Side]] = {}
+    for run in history:
+        software = {"git": run.run.get("git_commit"), "env": run.run.get("environment")}
+        groups.setdefault(canonical(software), []).append(run)
+    out: dict[tuple[tuple[str, ...], str], tuple[float, int]] = {}
+    told = 0
+    for runs in groups.values():
+        if len(runs) < 2:
+            continue
+        told += len(runs)
+        for row, values in _replica_values(replace(side, replicas=tuple(runs)), options).items():
+            logs = [math.log(v) for v in values if v > 0]
+            if len(logs) >= 2:
+                mean = statistics.fmean(logs)
+                squares, df = out.get(row, (0.0, 0))
+                out[row] = (squares + sum((x - mean) ** 2 for x in logs), df + len(logs) - 1)
+    return out, told
+
+
+def calibrations(side: Side) -> list[float]:
+    """The calibrated speed (``harness.calibration.speed``, seconds) of every cell of the
+    side and of its other runs that recorded one."""
+    out = []
+    for run in (side, *side.replicas):
+        for fingerprint in run.fingerprints.values():
+            found = speed(((fingerprint or {}).get("host") or {}).get("calibration"))
+            if found is not None:
+                out.append(found)
+    return out
 
 
 def _host_values(side: Side, key: str) -> list[float]:
@@ -660,11 +764,18 @@ def _row(
     metric: str,
     b_found: tuple[Mapping[str, Any], tuple[float, ...]] | None,
     c_found: tuple[Mapping[str, Any], tuple[float, ...]] | None,
+    b_others: Sequence[float] | None,
+    c_others: Sequence[float] | None,
+    between: tuple[float, int],
     defs: Mapping[str, MetricDef],
     options: Options,
-    b_others: Sequence[float] | None = None,
-    c_others: Sequence[float] | None = None,
+    *,
+    level: float = LEVEL,
+    machine: Ratio | None = None,
 ) -> Row | None:
+    """The row of one metric of one pair; its interval at ``level`` (with the spread
+    ``between`` runs that other runs told), timings relative to the ``machine`` ratio when
+    given (:data:`MACHINE_POWER`)."""
     b, b_unit, b_why = _measured(metric, b_found, b_others)
     c, c_unit, c_why = _measured(metric, c_found, c_others)
     unit = b_unit or c_unit or (defs[metric].unit if metric in defs else "")
@@ -690,12 +801,16 @@ def _row(
             note=why,
         )
     seed = pair_seed(options.seed, pair.base_key, pair.candidate_key, metric)
-    ratio = ratio_ci(b, c, resamples=options.resamples, seed=seed)
+    ratio = ratio_ci(b, c, resamples=options.resamples, seed=seed, level=level, spread=between)
+    power = MACHINE_POWER.get(unit)
+    judged_relative = False
+    if machine is not None and power is not None and ratio.method != "exact":
+        ratio, judged_relative = relative(ratio, machine, power), True
     judged = verdict(ratio, threshold, direction)
     note = None
     more = None
     if judged == "inconclusive":
-        more = repeats_to_settle(ratio, threshold)
+        more = repeats_to_settle(ratio, threshold, level)
         if ratio.method == "none":
             note = "no interval" if math.isfinite(ratio.ratio) else "ratio undefined"
         elif more is None:
@@ -712,4 +827,6 @@ def _row(
         verdict=judged,
         repeats_needed=more,
         note=note,
+        level=level,
+        relative=judged_relative,
     )

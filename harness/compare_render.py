@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from harness.compare import CellPair, Comparison, Difference, OneSided, Row, readable
-from harness.compare_stats import QUANTILES, Measured
+from harness.compare_stats import LEVEL, QUANTILES, Measured
 
 #: Verdicts in the order tables list them (worst news first).
 ORDER = ("regressed", "missing", "inconclusive", "changed", "improved", "unchanged")
@@ -58,7 +58,19 @@ def format_ratio(row: Row) -> tuple[str, str]:
         return point, "none"
     if ratio.method == "exact":
         return point, "exact"
-    return point, f"[{ratio.low:.3f}, {ratio.high:.3f}]"
+    interval = f"[{ratio.low:.3f}, {ratio.high:.3f}]"
+    if row.level > LEVEL:
+        interval += f" at {_percent(row.level)}"  # corrected for the rows beyond the band
+    return point, interval
+
+
+def _ratio_header(comparison: Comparison) -> str:
+    """The ratio column's title: with ``÷ speed`` when timings are machine-relative."""
+    return "ratio ÷ speed" if comparison.relative else "ratio"
+
+
+def _percent(level: float) -> str:
+    return f"{level * 100:.4g}%"
 
 
 def format_verdict(row: Row) -> str:
@@ -119,6 +131,23 @@ def load_line(comparison: Comparison) -> str | None:
     return text
 
 
+def speed_line(comparison: Comparison) -> str | None:
+    """The ratio of the two sides' calibrations, and whether timings were judged by it."""
+    machine = comparison.machine
+    if machine is None:
+        return None
+    pace = "slower" if machine.ratio > 1 else "faster"
+    text = (
+        f"calibration ×{machine.ratio:.3f} [{machine.low:.3f}, {machine.high:.3f}] "
+        f"(the candidate's machine {pace}); "
+    )
+    if comparison.relative:
+        return text + "timings are judged relative to it (--machine-relative)"
+    if comparison.options.machine_relative:
+        return text + "timings are judged as measured: the calibration's own software differs"
+    return text + "timings are judged as measured (--machine-relative: relative to it)"
+
+
 def _load(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -134,19 +163,37 @@ def method_line(comparison: Comparison) -> str:
     options = comparison.options
     low, high = QUANTILES
     gates = ", ".join(f"{g.pattern} ±{g.threshold:.3g}" for g in options.gates)
-    if any(r.ratio is not None and r.ratio.method == "runs" for r in comparison.rows):
+    if comparison.history:
+        runs = (
+            "values that are not exact: pooled t interval over each side's runs, the spread "
+            f"between runs also from {comparison.history} other runs of the same software "
+            "(--no-history: without); others: "
+        )
+    elif any(r.ratio is not None and r.ratio.method == "runs" for r in comparison.rows):
         runs = "values that are not exact: pooled t interval over each side's runs; others: "
     else:
         runs = (
             "one run a side, so the CIs see only the noise within a run, not between runs "
             "(name several runs a side, e.g. 'smoke~1,smoke~2', to see it); "
         )
+    corrected = comparison.corrected
+    if corrected:
+        beyond, noisy, level = corrected
+        correction = (
+            f" The {beyond} rows beyond the band at 95% (of {noisy} with a noisy interval) "
+            f"were judged again at {_percent(level)} (false coverage-rate correction, "
+            "Benjamini-Yekutieli; --uncorrected: 95% each)."
+        )
+    else:
+        correction = ""
     return (
         f"ratio = candidate / base; {runs}95% CIs by percentile bootstrap of the stored repeats "
         f"({options.resamples} resamples, seed {options.seed}, {low:.1%}-{high:.1%}), else "
         f"from the stored intervals; unchanged = CI inside ±{options.threshold:.3g}"
         + (f" (gated: {gates})" if gates else "")
-        + ". docs/compare.md"
+        + "."
+        + correction
+        + " docs/compare.md"
     )
 
 
@@ -165,8 +212,13 @@ def print_table(comparison: Comparison, *, only_changes: bool = False) -> None:
     load = load_line(comparison)
     if load:
         console.print(f"[bold]machine[/]    {load}", markup=True)
+    speed = speed_line(comparison)
+    if speed:
+        console.print(f"[bold]speed[/]      {speed}", markup=True)
     short = short_workloads([r.pair.workload for r in comparison.rows])
-    table = Table("cell", "metric", "base", "candidate", "ratio", "95% CI", "verdict")
+    table = Table(
+        "cell", "metric", "base", "candidate", _ratio_header(comparison), "95% CI", "verdict"
+    )
     table.columns[0].overflow = "fold"
     last = None
     for row in comparison.rows:
@@ -229,6 +281,12 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
             "confidence": 0.95,
             "bootstrap": {"resamples": options.resamples, "seed": options.seed},
             "threshold": options.threshold,
+            "history_runs": comparison.history,
+            "corrected": (
+                dict(zip(("beyond", "noisy", "level"), comparison.corrected, strict=True))
+                if comparison.corrected
+                else None
+            ),
             "gates": [
                 {"metric": g.pattern, "threshold": g.threshold, "sign": g.sign}
                 for g in options.gates
@@ -236,6 +294,16 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
         },
         "counts": comparison.counts(),
         "load_average": {"base": comparison.load[0], "candidate": comparison.load[1]},
+        "calibration": (
+            {
+                "ratio": comparison.machine.ratio,
+                "ci_low": comparison.machine.low,
+                "ci_high": comparison.machine.high,
+                "timings_relative": comparison.relative,
+            }
+            if comparison.machine
+            else None
+        ),
         "rows": [_row(r) for r in comparison.rows],
         "failures": [_row(r) for r in comparison.failures()],
         "no_longer_ok": [_pair(p) for p in comparison.broken],
@@ -310,6 +378,8 @@ def _row(row: Row) -> dict[str, Any]:
         "ci_low": ratio.low if ratio else None,
         "ci_high": ratio.high if ratio else None,
         "method": ratio.method if ratio else None,
+        "level": row.level,
+        "relative_to_machine": row.relative,
         "threshold": row.threshold,
         "verdict": row.verdict,
         "repeats_needed": row.repeats_needed,
@@ -351,6 +421,9 @@ def to_markdown(comparison: Comparison, *, only_changes: bool = False) -> str:
     load = load_line(comparison)
     if load:
         lines += [f"Machine: {load}", ""]
+    speed = speed_line(comparison)
+    if speed:
+        lines += [f"Speed: {speed}", ""]
     failures = comparison.failures()
     if failures:
         lines += [f"**Failed gates:** {len(failures)} regression(s) beyond --fail-on.", ""]
@@ -358,12 +431,12 @@ def to_markdown(comparison: Comparison, *, only_changes: bool = False) -> str:
     same = [r for r in comparison.rows if r.verdict == "unchanged"]
     short = short_workloads([r.pair.workload for r in comparison.rows])
     if changed:
-        lines += _md_table(changed, short)
+        lines += _md_table(changed, short, _ratio_header(comparison))
     elif comparison.rows:
         lines.append("Every compared metric is unchanged.")
     if same and not only_changes:
         lines += ["", f"<details><summary>{len(same)} unchanged</summary>", ""]
-        lines += [*_md_table(same, short), "", "</details>"]
+        lines += [*_md_table(same, short, _ratio_header(comparison)), "", "</details>"]
     notes = _cell_notes(comparison)
     if notes:
         lines += ["", *(f"- {_md_escape(n)}" for n in notes)]
@@ -371,9 +444,9 @@ def to_markdown(comparison: Comparison, *, only_changes: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _md_table(rows: Sequence[Row], short: Mapping[str, str]) -> list[str]:
+def _md_table(rows: Sequence[Row], short: Mapping[str, str], ratio: str) -> list[str]:
     out = [
-        "| cell | metric | base | candidate | ratio | 95% CI | verdict |",
+        f"| cell | metric | base | candidate | {ratio} | 95% CI | verdict |",
         "|---|---|---:|---:|---:|---|---|",
     ]
     for row in rows:

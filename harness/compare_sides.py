@@ -151,6 +151,30 @@ def describe_run(record: Mapping[str, Any]) -> str:
     return f"run {record['id']} ({', '.join(parts)})"
 
 
+#: The most recent other runs read for the spread between runs (``history_runs``).
+HISTORY = 12
+
+
+def history_runs(
+    records: Sequence[Mapping[str, Any]], named: Sequence[Mapping[str, Any]], limit: int = HISTORY
+) -> list[Mapping[str, Any]]:
+    """The runs that may tell how far a cell moves from run to run: the ``limit`` latest
+    other runs of the named runs' suites on the named runs' machines, with cells, newest
+    first (``harness.compare.compare``'s ``history``)."""
+    ids = {r["id"] for r in named}
+    suites = {r["suite_name"] for r in named}
+    machines = {r.get("machine_fingerprint") for r in named}
+    others = [
+        r
+        for r in records
+        if r["id"] not in ids
+        and r["suite_name"] in suites
+        and r.get("machine_fingerprint") in machines
+        and r.get("cells", 1)
+    ]
+    return others[::-1][:limit]
+
+
 def load_side(store: Store, *records: Mapping[str, Any]) -> Side:
     """The results of the runs ``records`` name, as a :class:`~harness.compare.Side`: the
     first run's, with the others as its replicas."""
@@ -169,3 +193,10 @@ def load_side(store: Store, *records: Mapping[str, Any]) -> Side:
         fingerprints=store.fingerprints(run_id=run_id),
         replicas=replicas,
     )
+
+
+def load_history(
+    store: Store, named: Sequence[Mapping[str, Any]], limit: int = HISTORY
+) -> list[Side]:
+    """The :func:`history_runs` of the ``named`` runs, loaded from ``store``."""
+    return [load_side(store, r) for r in history_runs(store.run_records(), named, limit)]

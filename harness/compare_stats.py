@@ -28,13 +28,21 @@ worker process. Between two processes a timing can move further (on a shared 2-c
 hqq 3-bit TPOT took 64-137 ms in six processes, each tight within itself). When a side
 names several runs, every value that is not exact is compared by ``runs`` first
 (:func:`runs_ci`): a pooled two-sample t interval over the runs' stored values, which
-sees the noise between processes because each run is one sample of it.
+sees the noise between processes because each run is one sample of it. Other runs of the
+same cells on the same software (``spread``) add to that pool, so that one run a side is
+compared by ``runs`` too.
 
 Verdicts (:func:`verdict`), with the unchanged band [1 − t, 1 + t] (t the threshold):
 ``unchanged`` when the interval lies inside the band (bounds included), ``regressed`` or
 ``improved`` when it lies entirely beyond one edge (by the metric's direction),
 ``inconclusive`` otherwise; ``changed`` replaces the last two for a metric of unknown
-direction. This module imports numpy only; nothing here reads a database.
+direction.
+
+Every interval may be asked for at another ``level`` than 95%: a row judged again among
+many (:func:`fcr_level`) takes the level's bootstrap percentiles or t quantile; a stored
+95% interval is widened as if normal in the log. :func:`relative` divides a timing's ratio
+by the machine's own. This module imports numpy and scipy only; nothing here reads a
+database.
 """
 
 from __future__ import annotations
@@ -43,16 +51,19 @@ import hashlib
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+from scipy import stats
 
 Method = Literal["runs", "bootstrap", "intervals", "exact", "none"]
 Verdict = Literal["regressed", "improved", "unchanged", "inconclusive", "changed", "missing"]
 
 #: Default number of bootstrap resamples per ratio.
 RESAMPLES = 10_000
+#: The intervals' coverage for one row on its own.
+LEVEL = 0.95
 #: Two-sided 95%: the bootstrap percentiles bounding the interval.
 QUANTILES = (0.025, 0.975)
 #: Relative slack on the band edges, so a ratio of exactly 1.05 is inside a 5% band.
@@ -118,6 +129,9 @@ class Ratio:
             docstring).
         n: the smaller side's sample count (for ``runs``: its run count), for
             :func:`repeats_to_settle`.
+        df: the degrees of freedom of a ``runs`` interval (all runs less two, and those of
+            other runs' ``spread``); 0 otherwise.
+        spread_df: how many of ``df`` came from other runs' ``spread``.
     """
 
     ratio: float
@@ -125,6 +139,8 @@ class Ratio:
     high: float
     method: Method
     n: int
+    df: int = 0
+    spread_df: int = 0
 
 
 def is_exact(name: str, unit: str, n: int, has_interval: bool, samples: int) -> bool:
@@ -157,23 +173,41 @@ def pair_seed(seed: int, *parts: str) -> int:
 
 
 def ratio_ci(
-    base: Measured, candidate: Measured, *, resamples: int = RESAMPLES, seed: int = 0
+    base: Measured,
+    candidate: Measured,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+    spread: tuple[float, int] = (0.0, 0),
 ) -> Ratio:
-    """The ratio ``candidate / base`` and its 95% interval (module docstring, methods 1-4).
+    """The ratio ``candidate / base`` and its interval (module docstring, methods 1-4).
 
     Args:
         base: the base side's value.
         candidate: the candidate side's value.
         resamples: bootstrap resamples.
         seed: seeds the bootstrap (use :func:`pair_seed`).
+        level: the interval's coverage; above 0.95 for rows selected among many
+            (:func:`fcr_level`). Stored 95% intervals (``intervals``) are widened to it as
+            if normal in the log.
+        spread: what other runs say of the spread between runs: the sum of the squared
+            deviations of their log values from their group's mean, and its degrees of
+            freedom (:func:`runs_ci`). With some, values that are not exact are compared
+            by ``runs`` even with one run a side.
     """
     n = min(max(base.n, len(base.samples)), max(candidate.n, len(candidate.samples)))
     if base.value <= 0 or candidate.value <= 0:
         if base.value == 0 and candidate.value == 0:
             return Ratio(1.0, 1.0, 1.0, "exact", n)
         return Ratio(math.nan, math.nan, math.nan, "none", n)
-    if (base.runs or candidate.runs) and not (base.exact and candidate.exact):
-        by_runs = runs_ci(base.runs or (base.value,), candidate.runs or (candidate.value,))
+    if (base.runs or candidate.runs or spread[1]) and not (base.exact and candidate.exact):
+        by_runs = runs_ci(
+            base.runs or (base.value,),
+            candidate.runs or (candidate.value,),
+            level=level,
+            spread=spread,
+        )
         if by_runs is not None:
             return by_runs
     point = candidate.value / base.value
@@ -182,7 +216,7 @@ def ratio_ci(
         statistic(candidate.value, candidate.samples),
     )
     if kind_b is not None and kind_b == kind_c:
-        low, high = _bootstrap(base.samples, candidate.samples, kind_b, resamples, seed)
+        low, high = _bootstrap(base.samples, candidate.samples, kind_b, resamples, seed, level)
         if math.isfinite(low) and math.isfinite(high):
             return Ratio(point, min(low, point), max(high, point), "bootstrap", n)
     if base.exact and candidate.exact:
@@ -190,46 +224,90 @@ def ratio_ci(
     b_low, b_high = _bounds(base)
     c_low, c_high = _bounds(candidate)
     if math.isfinite(b_low) and math.isfinite(c_low) and b_low > 0 and c_low > 0:
-        return Ratio(point, c_low / b_high, c_high / b_low, "intervals", n)
+        widen = _z(level) / _z(LEVEL)
+        low = point * (c_low / b_high / point) ** widen
+        high = point * (c_high / b_low / point) ** widen
+        return Ratio(point, low, high, "intervals", n)
     return Ratio(point, math.nan, math.nan, "none", n)
 
 
-#: Two-sided 95% quantiles of Student's t for 1-30 degrees of freedom.
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+def _z(level: float) -> float:
+    return float(stats.norm.ppf(0.5 + level / 2))
 
 
-def t_975(df: int) -> float:
-    """The 97.5th percentile of Student's t with ``df`` degrees of freedom (a table to 30,
-    then the Cornish-Fisher expansion, within 0.001 of the exact value)."""
-    if df <= len(T_975):
-        return T_975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+def t_quantile(level: float, df: int) -> float:
+    """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom
+    (12.706 for 95% and one degree)."""
+    return float(stats.t.ppf(0.5 + level / 2, df))
 
 
-def runs_ci(base: Sequence[float], candidate: Sequence[float]) -> Ratio | None:
-    """The ratio and its 95% interval from several runs a side, or None when the runs cannot
-    give one (fewer than three runs in all, or a non-positive value).
+def runs_ci(
+    base: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    level: float = LEVEL,
+    spread: tuple[float, int] = (0.0, 0),
+) -> Ratio | None:
+    """The ratio and its interval (95% unless ``level`` says) from several runs a side, or
+    None when the runs cannot give one (no degree of freedom: fewer than three runs in all
+    and no ``spread``, or a non-positive value).
 
     Each run's stored value is one sample of what a run measures, noise between processes
     included. On log values: the ratio is exp(mean(log c) − mean(log b)), the ratio of the
     geometric means; the interval is the pooled two-sample t interval, exp(d ± t₀.₉₇₅(k_b +
     k_c − 2) · s · √(1/k_b + 1/k_c)) with s² the pooled variance of the log values around
     their side's mean (both sides share the spread: the same cells on the same machine).
+    ``spread`` adds other runs' squares and degrees of freedom to the pool: runs of the
+    same cells on the same software, each group around its own mean, so that a side of
+    one run still gets the spread between runs.
     """
-    if len(base) + len(candidate) < 3 or not (base and candidate):
-        return None
-    if min(base) <= 0 or min(candidate) <= 0:
+    if not (base and candidate) or min(base) <= 0 or min(candidate) <= 0:
         return None
     logs_b, logs_c = np.log(np.asarray(base, float)), np.log(np.asarray(candidate, float))
-    df = len(logs_b) + len(logs_c) - 2
+    df = len(logs_b) + len(logs_c) - 2 + spread[1]
+    if df < 1:
+        return None
     squares = float(((logs_b - logs_b.mean()) ** 2).sum() + ((logs_c - logs_c.mean()) ** 2).sum())
-    half = t_975(df) * math.sqrt(squares / df) * math.sqrt(1 / len(logs_b) + 1 / len(logs_c))
+    squares += spread[0]
+    scale = math.sqrt(squares / df) * math.sqrt(1 / len(logs_b) + 1 / len(logs_c))
+    half = t_quantile(level, df) * scale
     d = float(logs_c.mean() - logs_b.mean())
     n = min(len(logs_b), len(logs_c))
-    return Ratio(math.exp(d), math.exp(d - half), math.exp(d + half), "runs", n)
+    low, high = math.exp(d - half), math.exp(d + half)
+    return Ratio(math.exp(d), low, high, "runs", n, df, spread[1])
+
+
+def fcr_level(selected: int, noisy: int, alpha: float = 1 - LEVEL) -> float:
+    """The coverage that the false coverage-rate correction asks of the intervals of the
+    ``selected`` rows among ``noisy`` ones: 1 − R·α/m (Benjamini & Yekutieli, "False
+    Discovery Rate-Adjusted Multiple Confidence Intervals for Selected Parameters", JASA
+    100, 2005). With every row selected, or none, it is one row's level."""
+    if selected <= 0 or noisy <= 0:
+        return 1 - alpha
+    return 1 - min(selected, noisy) * alpha / noisy
+
+
+def relative(ratio: Ratio, machine: Ratio, power: int) -> Ratio:
+    """``ratio`` relative to the machine's own ratio: divided by ``machine ** power``.
+
+    ``power`` is 1 for a time and -1 for a rate (a machine 10% slower takes ×1.1 the time
+    and does ×1/1.1 the work per second). In logs the machine's log ratio is subtracted and
+    each half-width of the interval becomes the root of the sum of the squares of the two
+    (independent estimates). A ratio without a machine interval is returned as it is.
+    """
+    if not (ratio.ratio > 0 and machine.ratio > 0 and machine.low > 0):
+        return ratio
+    m = power * math.log(machine.ratio)
+    m_ends = sorted(power * math.log(b) for b in (machine.low, machine.high))
+    x = math.log(ratio.ratio)
+    if not ratio.low > 0:
+        return replace(ratio, ratio=math.exp(x - m))
+    down = math.hypot(x - math.log(ratio.low), m - m_ends[0])
+    up = math.hypot(math.log(ratio.high) - x, m_ends[1] - m)
+    centre = x - m
+    return replace(
+        ratio, ratio=math.exp(centre), low=math.exp(centre - down), high=math.exp(centre + up)
+    )
 
 
 def _bounds(side: Measured) -> tuple[float, float]:
@@ -247,9 +325,10 @@ def _bootstrap(
     kind: Literal["median", "mean"],
     resamples: int,
     seed: int,
+    level: float = LEVEL,
 ) -> tuple[float, float]:
-    """Percentile bootstrap bounds of stat(candidate*) / stat(base*); NaN when a resampled
-    base statistic is not positive."""
+    """Percentile bootstrap bounds of stat(candidate*) / stat(base*) at ``level``; NaN when
+    a resampled base statistic is not positive."""
     rng = np.random.default_rng(seed)
     stat = np.median if kind == "median" else np.mean
 
@@ -262,7 +341,7 @@ def _bootstrap(
     b, c = resampled(base), resampled(candidate)
     if np.any(b <= 0) or np.any(c <= 0):
         return math.nan, math.nan
-    low, high = np.quantile(c / b, QUANTILES)
+    low, high = np.quantile(c / b, ((1 - level) / 2, (1 + level) / 2))
     return float(low), float(high)
 
 
@@ -290,17 +369,19 @@ def verdict(ratio: Ratio, threshold: float, higher_is_better: bool | None) -> Ve
     return "inconclusive"
 
 
-def repeats_to_settle(ratio: Ratio, threshold: float) -> int | None:
+def repeats_to_settle(ratio: Ratio, threshold: float, level: float = LEVEL) -> int | None:
     """More repeats per side after which an inconclusive interval would likely settle.
 
     Assumes the spread stays as measured, so the interval's half-widths (in log ratio)
     shrink as 1/√n: the interval must shrink by a factor s until it stops straddling the
-    band edge nearest to the ratio, which takes n / s² samples. None when no number of
-    repeats can settle it: the ratio sits on an edge (the interval would have to shrink
-    below ``MIN_SHRINK`` of its width), or there is no interval.
+    band edge nearest to the ratio, which takes n / s² samples. A ``runs`` interval's t
+    quantile (at ``level``) shrinks too as runs are added: there, the fewest more runs m a
+    side with t(df + 2m) · √(1/(k_b + m) + 1/(k_c + m)) ≤ s · t(df) · √(1/k_b + 1/k_c).
+    None when no number of repeats can settle it: the ratio sits on an edge (the interval
+    would have to shrink below ``MIN_SHRINK`` of its width), or there is no interval.
 
     Returns:
-        ⌈n / s²⌉ − n (at least 1), for the smaller side's n.
+        ⌈n / s²⌉ − n (at least 1), for the smaller side's n; for ``runs``, m.
     """
     if ratio.method not in ("runs", "bootstrap", "intervals") or not ratio.low > 0:
         return None
@@ -321,4 +402,24 @@ def repeats_to_settle(ratio: Ratio, threshold: float) -> int | None:
     if s <= MIN_SHRINK:
         return None
     n = max(ratio.n, 1)
+    if ratio.method == "runs" and ratio.df > 0:
+        return _more_runs(s, n, ratio.df - ratio.spread_df + 2 - n, ratio.spread_df, level)
     return max(1, math.ceil(n / (s * s)) - n)
+
+
+def _more_runs(shrink: float, few: int, many: int, extra: int, level: float) -> int:
+    """The fewest more runs a side that shrink a runs interval by ``shrink``
+    (:func:`repeats_to_settle`; ``extra``: the other runs' degrees of freedom): a
+    bisection, the half-width falling as runs are added."""
+
+    def width(more: int) -> float:
+        df = few + many - 2 + extra + 2 * more
+        return t_quantile(level, df) * math.sqrt(1 / (few + more) + 1 / (many + more))
+
+    goal, low, high = shrink * width(0), 0, 1
+    while width(high) > goal:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if width(middle) <= goal else (middle, high)
+    return high

@@ -21,6 +21,7 @@ from harness.compare import (
     parse_fail_on,
     readable,
 )
+from harness.compare_sides import history_runs
 from harness.errors import BenchError
 from harness.fingerprint import identity_hash
 from harness.results import MetricDef
@@ -386,3 +387,135 @@ def test_a_replica_with_other_inputs_is_not_a_sample_of_the_side() -> None:
     assert rows[TPOT].ratio.method == "runs"
     assert rows[TPOT].ratio.ratio == pytest.approx(0.05 / math.sqrt(0.05 * 0.06))
     assert rows[PEAK].ratio.method == "exact"
+
+
+# ---------------------------------------------------------------- many rows, the machine
+
+
+def calibrated(seconds: float, **changes: Any) -> dict[str, Any]:
+    parts = {"python_s": seconds, "matmul_s": seconds, "copy_s": seconds}
+    return fingerprint(**{"host.calibration": parts, **changes})
+
+
+def test_timings_are_judged_relative_to_the_machines_calibration() -> None:
+    tpot = (0.0500, 0.0502, 0.0498, 0.0500, 0.0501, 0.0499)
+    decode = (20.0, 20.1, 19.9, 20.0, 20.05, 19.95)
+
+    def sides(**changes: Any) -> tuple[Side, Side]:
+        def cells(name: str, slower: float, fp: dict[str, Any]) -> list[FakeCell]:
+            metrics = {
+                TPOT: repeated(*(x * slower for x in tpot)),
+                DECODE: repeated(*(x / slower for x in decode)),
+                PEAK: once(1e6),
+            }
+            return [
+                FakeCell(f"{name}{i}", f"stack{i}", metrics=metrics, fingerprint=fp)
+                for i in range(3)
+            ]
+
+        return side("A", cells("a", 1.0, calibrated(0.01))), side(
+            "B", cells("b", 1.1, calibrated(0.011, **changes))
+        )
+
+    result = compare(*sides(), DEFS, Options(machine_relative=True))
+    assert result.machine is not None and result.machine.ratio == pytest.approx(1.1)
+    assert result.relative
+    rows = rows_by_metric(result)
+    assert rows[TPOT].relative and rows[TPOT].ratio.ratio == pytest.approx(1.0)
+    assert rows[DECODE].ratio.ratio == pytest.approx(1.0)
+    assert {r.verdict for r in result.rows} == {"unchanged"}
+    assert not rows[PEAK].relative  # bytes do not depend on the machine's speed
+    absolute = compare(*sides(), DEFS)
+    assert not absolute.relative
+    assert [r.verdict for r in absolute.rows if r.metric != PEAK] == ["regressed", "regressed"] * 3
+    # another python runs the calibration itself: it cannot stand for the machine
+    other_python = compare(
+        *sides(**{"software.python": "3.12.1"}), DEFS, Options(machine_relative=True)
+    )
+    assert not other_python.relative and "python 3.11.7 → 3.12.1" in map(
+        str, other_python.differences
+    )
+
+
+def test_rows_beyond_the_band_by_chance_are_corrected_for_their_number() -> None:
+    # at 95% ×1.05 of these is regressed (CI about [1.024, 1.077]), at 99.5% not (1.012)
+    steady = (0.0500, 0.0512, 0.0488, 0.0505, 0.0495, 0.0508)
+    shifted = {"big": 1.5, "marginal": 1.05}
+
+    def cells(name: str, candidate: bool) -> list[FakeCell]:
+        out = []
+        for i in range(20):
+            stack = ("big", "marginal")[i] if i < 2 else f"stack{i}"
+            times = shifted.get(stack, 1.0) if candidate else 1.0
+            metrics = {TPOT: repeated(*(x * times for x in steady))}
+            out.append(FakeCell(f"{name}{i}", stack, metrics=metrics))
+        return out
+
+    base, candidate = side("A", cells("a", False)), side("B", cells("b", True))
+    uncorrected = rows_by_technique(compare(base, candidate, DEFS, Options(uncorrected=True)))
+    assert uncorrected["big"].verdict == uncorrected["marginal"].verdict == "regressed"
+    result = compare(base, candidate, DEFS)
+    assert result.corrected == (2, 20, pytest.approx(0.995))  # 1 - 2 · 0.05 / 20
+    rows = rows_by_technique(result)
+    assert (rows["big"].verdict, rows["big"].level) == ("regressed", pytest.approx(0.995))
+    assert rows["marginal"].verdict == "inconclusive"
+    assert rows["stack5"].level == 0.95  # rows within the band keep their own interval
+
+
+def rows_by_technique(result: Any) -> dict[str, Any]:
+    return {r.pair.technique: r for r in result.rows}
+
+
+def test_other_runs_of_the_same_software_tell_the_spread_between_runs() -> None:
+    tight = (0.0500, 0.0501, 0.0499, 0.0500, 0.0500, 0.0500)
+    base = side("A", [FakeCell("a", metrics={TPOT: repeated(*tight), PEAK: once(1e6)})])
+    slower = repeated(*(x * 1.1 for x in tight))
+    candidate = side("B", [FakeCell("b", metrics={TPOT: slower, PEAK: once(1e6)})])
+    assert rows_by_metric(compare(base, candidate, DEFS))[TPOT].verdict == "regressed"
+
+    def run(key: str, tpot: float, commit: str, **changes: Any) -> Side:
+        metrics = {TPOT: repeated(*(x * tpot / 0.05 for x in tight)), PEAK: once(1e6)}
+        cell = FakeCell(key, metrics=metrics, fingerprint=fingerprint(**changes))
+        return side(key, [cell], run={"id": key, "git_commit": commit, "environment": {}})
+
+    history = [
+        run("h1", 0.05, "old"),
+        run("h2", 0.08, "old"),  # this process was slow
+        run("h3", 0.05, "old"),
+        run("h4", 0.20, "other"),  # alone on its software: tells nothing
+        run("h5", 0.50, "old", **{"workload.inputs.prompt_ids_sha256": "9" * 64}),  # other inputs
+    ]
+    result = compare(base, candidate, DEFS, history=history)
+    assert result.history == 4  # h1-h3 and h5 (whose cell does not count)
+    rows = rows_by_metric(result)
+    # one run a side plus the group h1-h3: df 2, s² = Σ(ln x − mean)² / 2
+    logs = [math.log(x) for x in (0.05, 0.08, 0.05)]
+    squares = sum((x - sum(logs) / 3) ** 2 for x in logs)
+    half = 4.302653 * math.sqrt(squares / 2) * math.sqrt(2)
+    r = rows[TPOT].ratio
+    assert (r.method, r.df, r.spread_df) == ("runs", 2, 2)
+    assert r.ratio == pytest.approx(1.1)
+    assert (r.low, r.high) == (
+        pytest.approx(1.1 * math.exp(-half)),
+        pytest.approx(1.1 * math.exp(half)),
+    )
+    assert rows[TPOT].verdict == "inconclusive"
+    assert rows[PEAK].ratio.method == "exact"  # counts need no spread
+
+
+def test_history_runs_are_the_suites_other_runs_on_the_machine() -> None:
+    records = [
+        {"id": i, "suite_name": suite, "machine_fingerprint": machine, "cells": cells}
+        for i, suite, machine, cells in [
+            (1, "s", "m", 3),
+            (2, "s", "m", 3),
+            (3, "other", "m", 3),
+            (4, "s", "elsewhere", 3),
+            (5, "s", "m", 0),  # recorded nothing
+            (6, "s", "m", 3),
+            (7, "s", "m", 3),
+        ]
+    ]
+    named = [records[6], records[1]]
+    assert [r["id"] for r in history_runs(records, named)] == [6, 1]
+    assert [r["id"] for r in history_runs(records, named, limit=1)] == [6]

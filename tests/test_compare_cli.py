@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness.calibration import PARTS
 from harness.cli import main
 from harness.compare_sides import resolve_run, resolve_runs
 from harness.errors import BenchError
@@ -40,7 +41,13 @@ def fingerprint(transformers: str, text_sha: str = "2" * 64) -> dict[str, Any]:
     }
 
 
-def cell(tpots: list[float], peak: float, fp: dict[str, Any], key: str = "k1") -> CellResult:
+def cell(
+    tpots: list[float],
+    peak: float,
+    fp: dict[str, Any],
+    key: str = "k1",
+    technique: str = "baseline",
+) -> CellResult:
     ordered = sorted(tpots)
     median = statistics.median(tpots)
     values = (
@@ -53,8 +60,8 @@ def cell(tpots: list[float], peak: float, fp: dict[str, Any], key: str = "k1") -
         key=key,
         model="smollm2-135m",
         device="cpu",
-        technique="baseline",
-        stack=({"name": "baseline", "config": {}},),
+        technique=technique,
+        stack=({"name": technique, "config": {}},),
         workload=WORKLOAD,
         status="ok",
         reason=None,
@@ -249,3 +256,32 @@ def test_several_runs_a_side(capsys: pytest.CaptureFixture[str], url: str) -> No
     assert [r["id"] for r in resolve_runs(records, "smoke,smoke~1", "BASE")] == [3, 2]
     with pytest.raises(BenchError, match="names run 3 twice"):
         resolve_runs(records, "3,smoke", "BASE")
+
+
+def test_timings_relative_to_the_machine(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The candidate's machine was 10% slower (its calibration took ×1.1) and so was TPOT:
+    # as measured (the default), TPOT regressed; relative to the machine nothing changed.
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    steady = [0.0500, 0.0502, 0.0498, 0.0501, 0.0499, 0.0500]
+    for commit, slower in (("aaaa111", 1.0), ("bbbb222", 1.1)):
+        fp = fingerprint("5.24.0")
+        fp["host"] = {"calibration": dict.fromkeys(PARTS, 0.01 * slower)}
+        tpots = [t * slower for t in steady]
+        cells = [cell(tpots, 1000.0, fp, key=f"{commit}{i}", technique=f"s{i}") for i in range(2)]
+        record(url, "smoke", commit, "5.24.0", *cells)
+    gate = ("--fail-on", "latency.tpot_s:+5%")
+    code, out, err = bench(capsys, "1", "2", "--db", url, *gate)
+    assert code == 1 and "FAIL: latency.tpot_s regressed" in err  # as measured
+    assert "calibration ×1.100" in out and "--machine-relative: relative to it" in out
+    relative = ("--machine-relative",)
+    code, out, _ = bench(capsys, "1", "2", "--db", url, *relative, *gate)
+    assert code == 0 and "4 unchanged" in out and "ratio ÷ speed" in out
+    code, out, _ = bench(capsys, "1", "2", "--db", url, *relative, "--format", "json")
+    document = json.loads(out)
+    assert document["calibration"]["ratio"] == pytest.approx(1.1)
+    assert document["calibration"]["timings_relative"] is True
+    rows = [r for r in document["rows"] if r["metric"] == TPOT]
+    assert [r["relative_to_machine"] for r in rows] == [True, True]
+    assert [r["ratio"] for r in rows] == [pytest.approx(1.0)] * 2

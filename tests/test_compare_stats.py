@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
 from harness.compare_stats import (
     Measured,
     Ratio,
+    fcr_level,
     is_exact,
     pair_seed,
     ratio_ci,
+    relative,
     repeats_to_settle,
     runs_ci,
     statistic,
-    t_975,
+    t_quantile,
     verdict,
 )
 
@@ -193,6 +196,15 @@ def test_repeats_to_settle_a_ratio_beyond_the_band() -> None:
     assert repeats_to_settle(r, 0.05) == 17
 
 
+def test_more_runs_count_the_t_quantile_shrinking() -> None:
+    # two runs a side (df 2), log interval ±0.2, band ±5%: s = log(1.05) / 0.2 = 0.2439; the
+    # goal t(2) · √(1/2 + 1/2) · s = 4.3027 · 0.2439 = 1.0496. Six more runs a side give
+    # t(14) · √(2/8) = 1.0724, seven t(16) · √(2/9) = 0.9993: 7. (n / s² − n says 32.)
+    r = Ratio(1.0, math.exp(-0.2), math.exp(0.2), "runs", 2, df=2)
+    assert repeats_to_settle(r, 0.05) == 7
+    assert repeats_to_settle(replace(r, method="bootstrap"), 0.05) == 32
+
+
 def test_no_number_of_repeats_settles_a_ratio_on_the_edge() -> None:
     assert repeats_to_settle(Ratio(1.05, 1.0, 1.1, "bootstrap", 6), 0.05) is None
     assert repeats_to_settle(Ratio(1.0, math.nan, math.nan, "none", 1), 0.05) is None
@@ -204,12 +216,16 @@ def test_no_number_of_repeats_settles_a_ratio_on_the_edge() -> None:
 
 def test_runs_interval_by_hand() -> None:
     # logs: base ln 1, ln 1; candidate ln 2, ln 2·e^0.2 → d = ln 2 + 0.1, pooled
-    # s² = (0.1² + 0.1²) / 2 = 0.01, half-width t(2) · 0.1 · √(1/2 + 1/2) = 0.4303.
+    # s² = (0.1² + 0.1²) / 2 = 0.01, half-width t(2) · 0.1 · √(1/2 + 1/2) = 0.430265
+    # (t(2) = 4.302653).
     r = runs_ci((1.0, 1.0), (2.0, 2.0 * math.exp(0.2)))
     assert r is not None and r.method == "runs" and r.n == 2
     assert r.ratio == pytest.approx(2 * math.exp(0.1))
-    assert r.low == pytest.approx(2 * math.exp(0.1 - 0.4303))
-    assert r.high == pytest.approx(2 * math.exp(0.1 + 0.4303))
+    assert r.low == pytest.approx(2 * math.exp(0.1 - 0.430265))
+    assert r.high == pytest.approx(2 * math.exp(0.1 + 0.430265))
+    # at 99%: t(2) = 9.924843
+    wider = runs_ci((1.0, 1.0), (2.0, 2.0 * math.exp(0.2)), level=0.99)
+    assert wider is not None and wider.low == pytest.approx(2 * math.exp(0.1 - 0.9924843))
 
 
 def test_runs_need_three_values_and_positive_ones() -> None:
@@ -246,4 +262,49 @@ def test_exact_values_stay_exact_with_several_runs() -> None:
     ("df", "t"), [(1, 12.706), (2, 4.303), (30, 2.042), (40, 2.021), (120, 1.980)]
 )
 def test_t_quantiles(df: int, t: float) -> None:
-    assert t_975(df) == pytest.approx(t, abs=1e-3)
+    assert t_quantile(0.95, df) == pytest.approx(t, abs=1e-3)
+
+
+# ---------------------------------------------------------------- many rows, the machine
+
+
+@pytest.mark.parametrize(
+    ("selected", "noisy", "level"),
+    [(0, 100, 0.95), (100, 100, 0.95), (10, 100, 0.995), (1, 1000, 0.99995)],
+)
+def test_fcr_level(selected: int, noisy: int, level: float) -> None:
+    assert fcr_level(selected, noisy) == pytest.approx(level)
+
+
+def test_stored_intervals_widen_as_normal_in_the_log() -> None:
+    base, candidate = Measured(1.0, 0.9, 1.1), Measured(2.0, 1.8, 2.2)
+    at_95 = ratio_ci(base, candidate)
+    at_99 = ratio_ci(base, candidate, level=0.99)
+    assert at_95.method == at_99.method == "intervals"
+    assert (at_95.low, at_95.high) == (pytest.approx(1.8 / 1.1), pytest.approx(2.2 / 0.9))
+    widen = 2.5758293 / 1.9599640  # z(0.995) / z(0.975)
+    assert math.log(at_99.low / 2) == pytest.approx(math.log(1.8 / 1.1 / 2) * widen)
+    assert math.log(at_99.high / 2) == pytest.approx(math.log(2.2 / 0.9 / 2) * widen)
+
+
+def test_bootstrap_interval_widens_with_the_level() -> None:
+    base, candidate = (
+        Measured(10.0, samples=(9.0, 10.0, 11.0, 10.0, 10.5)),
+        Measured(11.0, samples=(10.0, 11.0, 12.0, 11.0, 11.5)),
+    )
+    at_95, at_999 = ratio_ci(base, candidate), ratio_ci(base, candidate, level=0.999)
+    assert at_999.low < at_95.low and at_999.high > at_95.high
+
+
+def test_relative_to_the_machine() -> None:
+    timing = Ratio(1.21, 1.21 * math.exp(-0.03), 1.21 * math.exp(0.04), "runs", 2)
+    machine = Ratio(1.1, 1.1 * math.exp(-0.04), 1.1 * math.exp(0.03), "runs", 30)
+    slower = relative(timing, machine, 1)  # a time: divided by the machine's ratio
+    assert slower.ratio == pytest.approx(1.1)
+    assert math.log(slower.ratio / slower.low) == pytest.approx(0.05)  # hypot(0.03, 0.04)
+    assert math.log(slower.high / slower.ratio) == pytest.approx(0.05)
+    rate = relative(Ratio(1 / 1.21, 0.8, 0.85, "runs", 2), machine, -1)  # tok/s: multiplied
+    assert rate.ratio == pytest.approx(1 / 1.1) and rate.method == "runs"
+    assert relative(Ratio(1.2, math.nan, math.nan, "none", 1), machine, 1).ratio == pytest.approx(
+        1.2 / 1.1
+    )

@@ -356,7 +356,8 @@ def test_regression_frame_and_its_chart(tmp_path: Path) -> None:
     """The compare view's rows are ``bench compare``'s: one per cell and metric, with the
     ratio's interval; the chart draws each interval and the unchanged band."""
     demo = fill_demo_db(f"sqlite:///{tmp_path / 'bench.db'}", gpu_run=False)
-    comparison = load_comparison(demo.url, 1, 2, Options(threshold=0.05))
+    # each row at 95% on its own: the rows' own intervals (the correction is compare's)
+    comparison = load_comparison(demo.url, [1], [2], Options(threshold=0.05, uncorrected=True))
     frame = regression_frame(comparison, metrics=[TPOT])
     assert list(frame.columns) == list(REGRESSION_COLUMNS)
     assert set(frame["metric"]) == {TPOT}

@@ -74,6 +74,26 @@ def pick(
     return choice if choice is not None else options[0]
 
 
+def pick_many(
+    label: str,
+    options: Sequence[T],
+    default: Sequence[T],
+    key: str,
+    container: Any = st,
+    format_func: Any = str,
+) -> list[T]:
+    """A multiselect starting at ``default``; a stale choice (the data changed) falls back
+    to it, like :func:`pick`."""
+    options = list(options)
+    if key in st.session_state and not set(st.session_state[key]) <= set(options):
+        del st.session_state[key]
+    initial = [d for d in default if d in options]
+    chosen = container.multiselect(
+        label, options, default=initial, key=key, format_func=format_func
+    )
+    return list(chosen)
+
+
 def display_frame(
     frame: pd.DataFrame, defs: Mapping[str, MetricDef], metrics: Sequence[str]
 ) -> pd.DataFrame:

@@ -11,9 +11,9 @@ from dashboard.charts import VERDICT_COLOURS, ratio_spec
 from dashboard.comparing import compare_frames, regression_frame
 from dashboard.data import Snapshot, describe_run, load_comparison
 from dashboard.queries import is_reference
-from dashboard.views.common import number_columns, pick, plain, verdict_style
+from dashboard.views.common import number_columns, pick, pick_many, plain, verdict_style
 from harness.compare import Comparison, Options
-from harness.compare_render import load_line
+from harness.compare_render import load_line, method_line, speed_line
 
 TITLE = "Compare"
 MODES = ("Two runs", "Two stacks")
@@ -61,7 +61,11 @@ def render(snapshot: Snapshot) -> None:
 
 @st.cache_data(ttl=15, show_spinner="Comparing…")
 def cached_comparison(
-    url: str, base: int, candidate: int, threshold: float, across_devices: bool
+    url: str,
+    base: tuple[int, ...],
+    candidate: tuple[int, ...],
+    threshold: float,
+    across_devices: bool,
 ) -> Comparison:
     """:func:`dashboard.data.load_comparison`, cached for a few seconds per argument set."""
     options = Options(threshold=threshold, across_devices=across_devices)
@@ -69,7 +73,8 @@ def cached_comparison(
 
 
 def _render_runs(snapshot: Snapshot) -> None:
-    """Base and candidate runs: ratio, 95% CI and verdict per cell and metric."""
+    """Base and candidate runs (one or several a side): ratio, 95% CI and verdict per cell
+    and metric."""
     runs = snapshot.runs
     if len(runs) < 2:
         st.info("Only one run so far: run a suite again (or on another machine) to compare runs.")
@@ -77,21 +82,24 @@ def _render_runs(snapshot: Snapshot) -> None:
     ids = [int(i) for i in runs["id"]]
     labels = {int(r["id"]): describe_run(r) for _, r in runs.iterrows()}
     left, right, band = st.columns([3, 3, 1])
-    base = pick(
-        "Base run", ids, default=ids[-2], key="cmp_run_a", container=left, format_func=labels.get
-    )
-    candidate = pick(
-        "Candidate run",
-        ids,
-        default=ids[-1],
-        key="cmp_run_b",
-        container=right,
-        format_func=labels.get,
-    )
+    sides = [
+        tuple(pick_many(label, ids, [default], key, container, labels.get))
+        for label, default, key, container in (
+            ("Base runs", ids[-2], "cmp_run_a", left),
+            ("Candidate runs", ids[-1], "cmp_run_b", right),
+        )
+    ]
+    base, candidate = sides
     percent = band.number_input(
         "Unchanged ±%", min_value=0.0, max_value=100.0, value=2.0, step=0.5, key="cmp_band"
     )
     threshold = float(percent) / 100.0
+    if not base or not candidate:
+        st.info("Pick at least one run a side; several a side show the noise between runs.")
+        return
+    if set(base) & set(candidate):
+        st.warning("A run is on both sides: pick each run for one side only.")
+        return
     comparison = cached_comparison(snapshot.url, base, candidate, threshold, False)
     if not comparison.pairs and comparison.only_base and comparison.only_candidate:
         across = cached_comparison(snapshot.url, base, candidate, threshold, True)
@@ -103,8 +111,8 @@ def _render_runs(snapshot: Snapshot) -> None:
     _summary(comparison)
     if not comparison.rows:
         st.info(
-            f"{plain(labels[base])} and {plain(labels[candidate])} have no comparable cell "
-            "in common."
+            f"{plain(comparison.base)} and {plain(comparison.candidate)} have no comparable "
+            "cell in common."
         )
         _notes(comparison)
         return
@@ -142,16 +150,22 @@ def _render_runs(snapshot: Snapshot) -> None:
 def _summary(comparison: Comparison) -> None:
     counts = ", ".join(f"**{n}** {v}" for v, n in comparison.counts().items() if n)
     differs = "; ".join(plain(d) for d in comparison.differences) or "nothing recorded"
-    load = load_line(comparison)
+    load, speed = load_line(comparison), speed_line(comparison)
     st.markdown(
         f"**Base** = {plain(comparison.base)}  \n**Candidate** = {plain(comparison.candidate)}  \n"
-        f"Differs: {differs}  \n" + (f"Machine: {load}  \n" if load else "") + (counts or "")
+        f"Differs: {differs}  \n"
+        + (f"Machine: {plain(load)}  \n" if load else "")
+        + (f"Speed: {plain(speed)}  \n" if speed else "")
+        + (counts or "")
     )
     st.caption(
         "Ratio = candidate / base with a 95% CI (bootstrap of the stored repeats, else the "
-        "stored intervals). Unchanged: the CI lies inside the ± band; regressed / improved: "
-        "entirely beyond it; inconclusive: it straddles an edge (more repeats would settle "
-        "it). The same numbers as `bench compare`; docs/compare.md."
+        "stored intervals; with several runs a side, a t interval over the runs). Unchanged: "
+        "the CI lies inside the ± band; regressed / improved: entirely beyond it; "
+        "inconclusive: it straddles an edge (more repeats would settle it). The database's "
+        "other runs of the same software tell how far a value moves between runs, and the "
+        "rows beyond the band are judged again at the level their number calls for. "
+        + method_line(comparison)
     )
 
 

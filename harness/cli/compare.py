@@ -51,6 +51,24 @@ _PERCENT = re.compile(r"^\s*(\d+(\.\d+)?)\s*%\s*$")
 )
 @click.option("--across-devices", is_flag=True, help="pair cells measured on different devices")
 @click.option("--only-changes", is_flag=True, help="leave unchanged rows out of the table")
+@click.option(
+    "--machine-relative",
+    is_flag=True,
+    help="judge timings relative to the machine's calibration, not as measured (each "
+    "cell's worker times a fixed workload; a slower machine slows it too)",
+)
+@click.option(
+    "--uncorrected",
+    is_flag=True,
+    help="judge every row at 95% on its own; by default the rows beyond the band are "
+    "judged again at the level that keeps the false coverage rate over all rows at 5%",
+)
+@click.option(
+    "--no-history",
+    is_flag=True,
+    help="leave out the database's other runs of the same suite, machine and software, "
+    "which otherwise tell how far each value moves from run to run",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="bootstrap seed")
 @click.option(
     "--resamples",
@@ -70,6 +88,9 @@ def compare(
     metrics: tuple[str, ...],
     across_devices: bool,
     only_changes: bool,
+    machine_relative: bool,
+    uncorrected: bool,
+    no_history: bool,
     seed: int,
     resamples: int,
 ) -> None:
@@ -82,13 +103,15 @@ def compare(
     shows the noise between runs (one run a side sees only the noise within it).
     Every matched cell and metric gets base, candidate, their ratio with a 95% CI (from
     the stored repeats) and a verdict: improved, regressed, unchanged (CI inside the
-    ±threshold band) or inconclusive (with the repeats that would settle it).
+    ±threshold band) or inconclusive (with the repeats that would settle it). The other
+    runs of the suite on the same software tell how far a value moves between runs, and
+    the rows beyond the band are judged again for their number (false coverage rate 5%).
     Exit 0, 1 when --fail-on caught a regression, 2 on bad input. docs/compare.md
     """
     from harness.compare import Options, parse_fail_on
     from harness.compare import compare as compare_sides
     from harness.compare_render import print_table, to_json, to_markdown
-    from harness.compare_sides import load_side, resolve_runs
+    from harness.compare_sides import load_history, load_side, resolve_runs
 
     band = _percent(threshold, "--threshold")
     with open_store(db, read_only=True) as store_c:
@@ -98,6 +121,8 @@ def compare(
             candidate_runs = resolve_runs(store_c.run_records(), candidate, "CANDIDATE")
             base_side = load_side(base_store, *base_runs)
             candidate_side = load_side(store_c, *candidate_runs)
+            named = candidate_runs + (base_runs if base_store is store_c else [])
+            history = [] if no_history else load_history(store_c, named)
             defs = {**base_store.metric_defs(), **store_c.metric_defs()}
         finally:
             if base_store is not store_c:
@@ -111,8 +136,10 @@ def compare(
         across_devices=across_devices,
         resamples=resamples,
         seed=seed,
+        machine_relative=machine_relative,
+        uncorrected=uncorrected,
     )
-    result = compare_sides(base_side, candidate_side, defs, options)
+    result = compare_sides(base_side, candidate_side, defs, options, history)
     if fmt == "json":
         click.echo(json.dumps(to_json(result), indent=2, allow_nan=False))
     elif fmt == "markdown":
