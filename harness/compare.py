@@ -75,6 +75,9 @@ UNNAMED_PREFIXES: tuple[str, ...] = ("model.files", "host.")
 MACHINE_POWER: Mapping[str, int] = {"s": 1, "ms": 1, "tok/s": -1, "FLOP/s": -1}
 #: Software the calibration itself runs on: when it differs, timings stay as measured.
 CALIBRATION_SOFTWARE: tuple[str, ...] = ("software.python",)
+#: Times measured once (one-time costs) below this, s, are not judged: on a shared machine a
+#: no-op ``prepare`` took 0.01-0.5 ms from run to run.
+RESOLUTION_S = 1e-3
 #: Methods whose intervals come from noise, so that some exceed the band by chance.
 NOISY: frozenset[str] = frozenset({"runs", "bootstrap", "intervals"})
 
@@ -802,6 +805,9 @@ def _row(
         )
     seed = pair_seed(options.seed, pair.base_key, pair.candidate_key, metric)
     ratio = ratio_ci(b, c, resamples=options.resamples, seed=seed, level=level, spread=between)
+    brief = unit == "s" and max(b.value, c.value) < RESOLUTION_S and not (b.samples or c.samples)
+    if brief:  # a single sub-millisecond timing: the scheduler's jitter, not the code's
+        ratio = replace(ratio, low=math.nan, high=math.nan, method="none")
     power = MACHINE_POWER.get(unit)
     judged_relative = False
     if machine is not None and power is not None and ratio.method != "exact":
@@ -811,7 +817,9 @@ def _row(
     more = None
     if judged == "inconclusive":
         more = repeats_to_settle(ratio, threshold, level)
-        if ratio.method == "none":
+        if brief:
+            note = "under 1 ms, timed once"
+        elif ratio.method == "none":
             note = "no interval" if math.isfinite(ratio.ratio) else "ratio undefined"
         elif more is None:
             note = "the ratio sits on the threshold"

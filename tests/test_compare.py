@@ -39,6 +39,7 @@ DEFS = {
     PPL: MetricDef(PPL, "ppl", False, "perplexity"),
     DECODE: MetricDef(DECODE, "tok/s", True, "decode throughput"),
     "stats.tpot_cv": MetricDef("stats.tpot_cv", "ratio", False, "cv"),
+    "cost.prepare_s": MetricDef("cost.prepare_s", "s", False, "the stack's prepare"),
 }
 WORKLOAD = "generate(batch_size=1,new_tokens=16,prompt_tokens=64)"
 Stored = tuple[float | None, float | None, float | None, int, tuple[float, ...]]
@@ -519,3 +520,21 @@ def test_history_runs_are_the_suites_other_runs_on_the_machine() -> None:
     named = [records[6], records[1]]
     assert [r["id"] for r in history_runs(records, named)] == [6, 1]
     assert [r["id"] for r in history_runs(records, named, limit=1)] == [6]
+
+
+def test_a_single_sub_millisecond_timing_is_not_judged() -> None:
+    cost = "cost.prepare_s"
+    base = side("A", [FakeCell("a", metrics={cost: once(0.00002), TPOT: once(0.05)})])
+    candidate = side("B", [FakeCell("b", metrics={cost: once(0.0005), TPOT: once(0.06)})])
+    history = [
+        side(
+            f"h{i}",
+            [FakeCell(f"h{i}", metrics={cost: once(x), TPOT: once(0.05)})],
+            run={"id": i, "git_commit": "g"},
+        )
+        for i, x in enumerate((0.00002, 0.00002, 0.00003))
+    ]
+    rows = rows_by_metric(compare(base, candidate, DEFS, history=history))
+    assert rows[cost].ratio.ratio == pytest.approx(25.0)
+    assert (rows[cost].verdict, rows[cost].note) == ("inconclusive", "under 1 ms, timed once")
+    assert rows[TPOT].ratio.method == "runs"  # 50 ms is judged, with the history's spread
