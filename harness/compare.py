@@ -284,7 +284,8 @@ class Comparison:
         relative: timings were judged relative to ``machine``.
         corrected: (rows beyond the band at 95%, rows with a noisy interval, the level
             their intervals were widened to), when the correction widened any.
-        history: how many other runs told the spread between runs (:func:`spreads`).
+        history: how many other runs were grouped to tell the spread between runs
+            (:func:`spreads`: those in groups of two or more runs of the same software).
     """
 
     base: str
@@ -626,7 +627,7 @@ def spreads(
 
     Returns:
         (cell label, metric) → (the sum of the squared deviations, degrees of freedom: the
-        values less one per group), and how many runs told something.
+        values less one per group), and how many runs were in groups of two or more.
     """
     groups: dict[str, list[Side]] = {}
     for run in history:
